@@ -1,0 +1,215 @@
+"""Job configurations: frozen dataclasses, validated on construction, round-trip to JSON and TOML.
+
+Pages and the CLI build these same objects; defaults live here and nowhere else. A config stored
+with a run (``runs.config_json``) is enough to reproduce it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import tomllib
+from dataclasses import dataclass, field, fields
+from typing import Any, Mapping
+
+import tomli_w
+
+
+class ConfigError(ValueError):
+    """A setting has a value we do not accept. The message names the allowed values."""
+
+
+def _choice(name: str, value: str, allowed: tuple[str, ...] | list[str]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"Invalid {name} {value!r}. Valid choices: {', '.join(allowed)}.")
+
+
+def _positive(name: str, value: float, *, allow_zero: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        raise ConfigError(f"{name} must be a number, got {value!r}.")
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ConfigError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value!r}.")
+
+
+BUILTIN_SOURCES = ("builtin:mnist", "builtin:animal_mnist")
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULERS = ("cosine", "constant")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which images, how they are made long-tailed and split, and how classes are grouped."""
+
+    # "builtin:mnist", "builtin:animal_mnist", a folder path (one sub-folder per class),
+    # or "version:<id>" for a dataset version saved in the store.
+    source: str = "builtin:mnist"
+    imbalance_ratio: float = 100.0  # n_max / n_min of the training split; 1 keeps it balanced
+    profile: str = "exp"  # "exp" (CIFAR-LT) or "step" (half the classes get n_max / ratio)
+    n_max: int | None = None  # images of the largest class; None = the most every class can give
+    seed: int = 0  # seeds the long-tail subset and the split
+    val_per_class: int = 100  # balanced validation images per class (built-ins) ...
+    val_fraction: float = 0.1  # ... or this share of each class (folders)
+    test_fraction: float = 0.2  # share of each class held out as test (folders only)
+    many_threshold: int = 100  # classes with > this many training images are "many-shot" (head)
+    few_threshold: int = 20  # classes with < this many are "few-shot" (tail); between = medium
+    longtail: bool | None = None  # build the long-tailed subset; None = yes for built-ins only
+    image_size: int | None = None  # model input side in pixels; None = 28 for built-ins, 64 folders
+    channels: int | None = None  # 1 or 3; None = 1 for the MNIST built-ins, 3 for folders
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.source, str) or not self.source.strip():
+            raise ConfigError("source must be a built-in name, a folder path or version:<id>.")
+        if self.source.startswith("builtin:"):
+            _choice("built-in dataset", self.source, BUILTIN_SOURCES)
+        _positive("imbalance_ratio", self.imbalance_ratio)
+        if self.imbalance_ratio < 1:
+            raise ConfigError(f"imbalance_ratio must be >= 1, got {self.imbalance_ratio}.")
+        _choice("profile", self.profile, ("exp", "step"))
+        if self.n_max is not None:
+            _positive("n_max", self.n_max)
+        _positive("val_per_class", self.val_per_class, allow_zero=True)
+        for name in ("val_fraction", "test_fraction"):
+            v = getattr(self, name)
+            _positive(name, v, allow_zero=True)
+            if v >= 1:
+                raise ConfigError(f"{name} must be below 1, got {v}.")
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ConfigError("val_fraction + test_fraction must leave some images for training.")
+        if not 0 < self.few_threshold <= self.many_threshold:
+            raise ConfigError(
+                f"Need 0 < few_threshold <= many_threshold, got {self.few_threshold} and "
+                f"{self.many_threshold}."
+            )
+        if self.image_size is not None and not 8 <= self.image_size <= 1024:
+            raise ConfigError(f"image_size must be between 8 and 1024 pixels, got {self.image_size}.")
+        if self.channels is not None:
+            _choice("channels", str(self.channels), ("1", "3"))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run. ``data`` says what it trains on; everything else how."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    name: str = ""  # shown in the run history; empty = "<model>-<dataset>"
+    model: str = "small_cnn"  # see engine.models.list_models()
+    pretrained: bool = False  # load offline ImageNet weights where the model has them
+    epochs: int = 5
+    batch_size: int = 128
+    lr: float = 0.01  # peak learning rate
+    optimizer: str = "sgd"
+    momentum: float = 0.9  # SGD only
+    weight_decay: float = 5e-4
+    scheduler: str = "cosine"  # per-step cosine decay to 0 after warmup, or constant
+    warmup_epochs: float = 0.0
+    loss: str = "ce"  # see engine.imbalance.list_losses()
+    loss_params: dict = field(default_factory=dict)
+    sampler: str = "instance"  # see engine.imbalance.SAMPLERS
+    drw_epoch: int | None = None  # from this epoch (0-based) use effective-number class weights
+    augment: dict = field(default_factory=dict)  # engine.augment.AugmentConfig as a dict
+    seed: int = 0  # seeds weights, sampling order and augmentation
+    device: str = "auto"
+    log_every: int = 10  # steps between training-loss points in the store
+    num_workers: int = 0  # DataLoader worker processes
+
+    def __post_init__(self) -> None:
+        from engine.models import MODELS  # local: models imports torch
+
+        if isinstance(self.data, Mapping):
+            object.__setattr__(self, "data", DataConfig(**self.data))
+        _choice("model", self.model, sorted(MODELS))
+        _choice("optimizer", self.optimizer, OPTIMIZERS)
+        _choice("scheduler", self.scheduler, SCHEDULERS)
+        _choice("device", self.device, DEVICES)
+        for name in ("epochs", "batch_size", "log_every"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ConfigError(f"{name} must be a whole number >= 1, got {v!r}.")
+        if self.epochs > 10_000:
+            raise ConfigError(f"epochs must be at most 10000, got {self.epochs}.")
+        _positive("lr", self.lr)
+        if self.lr > 10:
+            raise ConfigError(f"lr {self.lr} is far too large (must be <= 10).")
+        _positive("momentum", self.momentum, allow_zero=True)
+        _positive("weight_decay", self.weight_decay, allow_zero=True)
+        _positive("warmup_epochs", self.warmup_epochs, allow_zero=True)
+        if self.num_workers < 0:
+            raise ConfigError("num_workers must be >= 0.")
+        if self.drw_epoch is not None and not 0 <= self.drw_epoch:
+            raise ConfigError("drw_epoch must be >= 0 (or empty for no deferred re-weighting).")
+        if not isinstance(self.loss_params, Mapping) or not isinstance(self.augment, Mapping):
+            raise ConfigError("loss_params and augment must be tables of settings.")
+        self._check_registries()
+
+    def _check_registries(self) -> None:
+        # The imbalance and augment modules validate their own settings; they may be absent in
+        # a partial checkout, so import lazily.
+        from engine import imbalance
+
+        names = [info.name for info in imbalance.list_losses()]
+        _choice("loss", self.loss, names)
+        _choice("sampler", self.sampler, list(imbalance.SAMPLERS))
+
+    @property
+    def display_name(self) -> str:
+        if self.name:
+            return self.name
+        src = self.data.source
+        src = src.split(":", 1)[1] if src.startswith(("builtin:", "version:")) else src.rstrip("/").rsplit("/", 1)[-1]
+        return f"{self.model}-{src}-r{self.data.imbalance_ratio:g}"
+
+
+# --- serialisation ---------------------------------------------------------------------------
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def to_json(cfg: Any) -> str:
+    return json.dumps(to_dict(cfg), sort_keys=True)
+
+
+def _strip_none(d: Any) -> Any:
+    # TOML has no null: drop None (the dataclass default is None for every optional field).
+    if isinstance(d, dict):
+        return {k: _strip_none(v) for k, v in d.items() if v is not None}
+    return d
+
+
+def to_toml(cfg: Any) -> str:
+    return tomli_w.dumps(_strip_none(to_dict(cfg)))
+
+
+def _build(cls: type, d: Mapping) -> Any:
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ConfigError(
+            f"Unknown {cls.__name__} setting(s): {', '.join(unknown)}. "
+            f"Valid settings: {', '.join(sorted(known))}."
+        )
+    kwargs = dict(d)
+    if cls is TrainConfig and "data" in kwargs:
+        kwargs["data"] = _build(DataConfig, kwargs["data"])
+    return cls(**kwargs)
+
+
+def train_config_from_dict(d: Mapping) -> TrainConfig:
+    return _build(TrainConfig, d)
+
+
+def train_config_from_json(text: str) -> TrainConfig:
+    return train_config_from_dict(json.loads(text))
+
+
+def train_config_from_toml(text: str) -> TrainConfig:
+    try:
+        d = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"Not a valid TOML file: {e}") from e
+    return train_config_from_dict(d)
+
+
+def data_config_from_dict(d: Mapping) -> DataConfig:
+    return _build(DataConfig, d)

