@@ -24,6 +24,7 @@ class StoreLogger(Callback):
     def __init__(self, store: Store, run_id: str, log_every: int) -> None:
         self.store, self.run_id, self.log_every = store, run_id, log_every
         self._losses: list[float] = []
+        self._best = -1.0
 
     def on_fit_start(self, state: FitState) -> None:
         d = state.data
@@ -52,6 +53,11 @@ class StoreLogger(Callback):
 
     def on_epoch_end(self, state: FitState, metrics: dict[str, float]) -> None:
         self.store.log_metrics(self.run_id, metrics, step=state.step, epoch=state.epoch + 1)
+        score = metrics.get("val/bal_acc", float("nan"))
+        if score == score and score > self._best:  # NaN-safe
+            self._best = score
+            self.store.set_tags(self.run_id, {"best_val_bal_acc": f"{score:.6f}",
+                                              "best_epoch": str(state.epoch + 1)})
 
     def on_fit_end(self, state: FitState, result: FitResult) -> None:
         d = state.data

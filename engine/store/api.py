@@ -28,6 +28,7 @@ from engine.store.models import (
 # A worker beats every HEARTBEAT_S; a run silent for STALE_AFTER_S is declared dead.
 HEARTBEAT_S = 2.0
 STALE_AFTER_S = 10.0
+STARTUP_S = 300.0  # a queued run on another host may take this long to start
 
 
 class RunNotFound(KeyError):
@@ -212,15 +213,20 @@ class Store:
     def reap_stale(self, stale_after_s: float = STALE_AFTER_S) -> list[str]:
         """Mark active runs whose worker is gone as failed. Returns their ids.
 
-        A worker on this host whose pid is dead is failed at once; any worker (other hosts
-        included) whose heartbeat is older than ``stale_after_s`` is failed too."""
+        - a worker on this host whose pid is dead: failed at once;
+        - a running worker (any host) whose heartbeat is older than ``stale_after_s``: failed;
+        - a queued run still starting (imports, data loading) gets STARTUP_S before that."""
         now, here, dead = _now(), socket.gethostname(), []
         with self.session() as s:
             for row in s.scalars(select(RunRow).where(RunRow.status.in_(RunStatus.ACTIVE))):
-                beat = row.heartbeat_at or row.created_at
-                age = (now - beat).total_seconds()
-                gone = row.pid is not None and row.host == here and not pid_alive(row.pid)
-                if gone or age > stale_after_s:
+                local = row.pid is not None and row.host == here
+                gone = local and not pid_alive(row.pid)
+                age = (now - (row.heartbeat_at or row.created_at)).total_seconds()
+                if row.status == RunStatus.QUEUED:
+                    stale = age > STARTUP_S and not (local and not gone)
+                else:
+                    stale = age > stale_after_s
+                if gone or stale:
                     why = (f"The worker process (pid {row.pid}) stopped without reporting "
                            "(killed or crashed)." if gone else
                            f"No heartbeat from the worker for {age:.0f} s: it was killed or "

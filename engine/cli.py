@@ -1,0 +1,245 @@
+"""``taillab``: the same engine calls the dashboard makes, from a shell.
+
+    taillab dashboard [--port 8501]
+    taillab train [--config run.toml] [--model small_cnn --epochs 5 ...] [--detach]
+    taillab runs list [--json] | show RUN_ID [--json] | cancel RUN_ID | delete RUN_ID
+    taillab predict --run RUN_ID IMAGE... [--top-k 5] [--json]
+    taillab data stats|import|split|versions ...
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from engine.config import ConfigError, DataConfig, TrainConfig, train_config_from_dict, train_config_from_toml
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _fmt(v) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
+# --- train ------------------------------------------------------------------------------------
+
+_TRAIN_FLAGS = {  # flag -> (field, type); data fields go into cfg.data
+    "model": ("model", str), "epochs": ("epochs", int), "batch_size": ("batch_size", int),
+    "lr": ("lr", float), "optimizer": ("optimizer", str), "seed": ("seed", int),
+    "loss": ("loss", str), "sampler": ("sampler", str), "weight_decay": ("weight_decay", float),
+    "name": ("name", str), "device": ("device", str), "scheduler": ("scheduler", str),
+}
+_DATA_FLAGS = {"dataset": ("source", str), "imbalance_ratio": ("imbalance_ratio", float),
+               "n_max": ("n_max", int), "data_seed": ("seed", int), "image_size": ("image_size", int)}
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train a model (a worker process; Ctrl-C cancels)")
+    p.add_argument("--config", type=Path, help="TOML file with TrainConfig settings ([data] table)")
+    for flag, (_, typ) in {**_TRAIN_FLAGS, **_DATA_FLAGS}.items():
+        p.add_argument("--" + flag.replace("_", "-"), dest=flag, type=typ)
+    p.add_argument("--pretrained", action="store_true", default=None)
+    p.add_argument("--detach", action="store_true", help="print the run id and return at once")
+    p.add_argument("--print-config", action="store_true", help="print the resolved TOML and exit")
+    p.set_defaults(func=cmd_train)
+
+
+def build_train_config(args) -> TrainConfig:
+    base: dict = {}
+    if args.config:
+        if not args.config.is_file():
+            raise ConfigError(f"Config file {args.config} does not exist.")
+        base = dataclasses.asdict(train_config_from_toml(args.config.read_text()))
+    for flag, (field, _) in _TRAIN_FLAGS.items():
+        if getattr(args, flag) is not None:
+            base[field] = getattr(args, flag)
+    if args.pretrained:
+        base["pretrained"] = True
+    data = dict(base.get("data") or dataclasses.asdict(DataConfig()))
+    for flag, (field, _) in _DATA_FLAGS.items():
+        if getattr(args, flag) is not None:
+            data[field] = getattr(args, flag)
+    if data.get("source") in ("mnist", "animal_mnist"):
+        data["source"] = "builtin:" + data["source"]
+    base["data"] = data
+    return train_config_from_dict(base)
+
+
+def cmd_train(args) -> int:
+    from engine import jobs
+    from engine.config import to_toml
+    from engine.store import RunStatus, open_store
+
+    cfg = build_train_config(args)
+    if args.print_config:
+        print(to_toml(cfg))
+        return 0
+    store = open_store()
+    run = jobs.launch(cfg, store)
+    print(f"run id: {run.id}  ({run.name})", flush=True)
+    if args.detach:
+        return 0
+    shown_epochs = 0
+    try:
+        while True:
+            store.reap_stale()
+            run = store.get_run(run.id)
+            lat = run.latest
+            done = lat.get("train/step_loss") is not None
+            epochs = [p for p in store.metric_history(run.id, ["val/bal_acc"])]
+            for p in epochs[shown_epochs:]:
+                hist = {m.key: m.value for m in store.metric_history(run.id) if m.epoch == p.epoch
+                        and not m.key.startswith(("train/step", "test/"))}
+                print(f"epoch {int(p.epoch)}/{cfg.epochs}  " + "  ".join(
+                    f"{k}={_fmt(hist.get(k))}" for k in
+                    ("train/loss", "val/acc", "val/bal_acc", "val/many_acc", "val/medium_acc",
+                     "val/few_acc")), flush=True)
+            shown_epochs = len(epochs)
+            if run.status in RunStatus.ENDED:
+                break
+            time.sleep(1.0 if done else 0.5)
+    except KeyboardInterrupt:
+        print("\ncancelling ...", flush=True)
+        jobs.cancel(store, run.id)
+        run = jobs.wait(store, run.id, timeout=120)
+    if run.status == RunStatus.FINISHED:
+        print("test  " + "  ".join(f"{k}={_fmt(run.latest.get('test/' + k))}" for k in
+                                   ("acc", "bal_acc", "many_acc", "medium_acc", "few_acc")))
+    print(f"run {run.id} {run.status}" + (f": {run.error}" if run.error else ""))
+    return 0 if run.status == RunStatus.FINISHED else 1
+
+
+# --- runs -------------------------------------------------------------------------------------
+
+def run_summary(run) -> dict:
+    cfg = run.config
+    return {
+        "id": run.id, "name": run.name, "status": run.status,
+        "dataset": cfg.get("data", {}).get("source"), "model": cfg.get("model"),
+        "created_at": run.created_at.isoformat() + "Z",
+        "duration_s": None if run.duration_s is None else round(run.duration_s, 1),
+        "best_val_bal_acc": _best(run), "test_acc": _nan_none(run.latest.get("test/acc")),
+        "test_bal_acc": _nan_none(run.latest.get("test/bal_acc")), "error": run.error,
+    }
+
+
+def _nan_none(v):
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
+
+
+def _best(run) -> float | None:
+    v = run.tags.get("best_val_bal_acc")
+    return _nan_none(float(v)) if v is not None else None
+
+
+def cmd_runs(args) -> int:
+    from engine import jobs
+    from engine.store import open_store
+
+    store = open_store()
+    if args.action == "list":
+        rows = [run_summary(r) for r in store.list_runs()]
+        if args.json:
+            print(json.dumps(rows, indent=2))
+        else:
+            print(f"{'id':32}  {'status':9}  {'model':12}  {'dataset':22}  {'val bal':7}  {'test acc':8}  name")
+            for r in rows:
+                print(f"{r['id']:32}  {r['status']:9}  {r['model'] or '':12}  {(r['dataset'] or '')[:22]:22}  "
+                      f"{_fmt(r['best_val_bal_acc']):7}  {_fmt(r['test_acc']):8}  {r['name']}")
+        return 0
+    if not args.run_id:
+        raise SystemExit(f"taillab runs {args.action}: give a RUN_ID")
+    if args.action == "show":
+        run = store.get_run(args.run_id)
+        out = run_summary(run) | {"config": run.config, "latest": {k: _nan_none(v) for k, v in run.latest.items()}}
+        print(json.dumps(out, indent=2) if args.json else "\n".join(f"{k}: {v}" for k, v in out.items()))
+    elif args.action == "cancel":
+        jobs.cancel(store, args.run_id)
+        print(f"cancel requested for {args.run_id}")
+    elif args.action == "delete":
+        jobs.delete(store, args.run_id)
+        print(f"deleted {args.run_id}")
+    return 0
+
+
+# --- predict ----------------------------------------------------------------------------------
+
+def cmd_predict(args) -> int:
+    from engine.data.io import ImageReadError
+    from engine.infer import Predictor
+
+    predictor = Predictor.for_run(args.run)
+    results, failed = [], 0
+    for path in args.images:
+        try:
+            results.append(predictor.predict(path, name=path, k=args.top_k).to_dict())
+        except ImageReadError as e:
+            failed += 1
+            results.append({"image": path, "error": str(e)})
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        for r in results:
+            if "error" in r:
+                print(f"{r['image']}: ERROR {r['error']}")
+            else:
+                print(f"{r['image']}: " + ", ".join(f"{t['label']} {t['prob']:.3f}" for t in r["top"]))
+    return 1 if failed else 0
+
+
+# --- dashboard --------------------------------------------------------------------------------
+
+def cmd_dashboard(args) -> int:
+    cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "dashboard" / "app.py"),
+           "--server.port", str(args.port), "--server.address", args.address,
+           "--server.headless", "true"]
+    return subprocess.call(cmd, cwd=str(ROOT))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="taillab", description="TailLab: long-tail image classification, end to end.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("dashboard", help="open the browser dashboard")
+    p.add_argument("--port", type=int, default=8501)
+    p.add_argument("--address", default="127.0.0.1")
+    p.set_defaults(func=cmd_dashboard)
+    _add_train(sub)
+    p = sub.add_parser("runs", help="list, show, cancel or delete runs")
+    p.add_argument("action", choices=["list", "show", "cancel", "delete"])
+    p.add_argument("run_id", nargs="?")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_runs)
+    p = sub.add_parser("predict", help="top-k classes of images with a finished run's model")
+    p.add_argument("--run", required=True, help="run id (see: taillab runs list)")
+    p.add_argument("images", nargs="+")
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_predict)
+    try:
+        from engine import cli_data
+        cli_data.register(sub)
+    except ImportError:
+        pass
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except (ConfigError, ValueError, KeyError, FileNotFoundError, TimeoutError, RuntimeError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"taillab: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
