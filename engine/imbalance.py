@@ -423,7 +423,7 @@ _LOSS_INFOS: tuple[LossInfo, ...] = (
         description="Down-weights easy examples: (1 - p_t)^gamma * CE. gamma = 0 is plain CE.",
         paper="Lin et al., Focal Loss for Dense Object Detection, ICCV 2017",
         needs_class_counts=False,
-        params={"gamma": 1.0},
+        params={"gamma": 1.0, "weights": None},
         supports_soft_targets=False,
     ),
     LossInfo(
@@ -444,7 +444,7 @@ _LOSS_INFOS: tuple[LossInfo, ...] = (
         ),
         paper="Cao et al., Learning Imbalanced Datasets with Label-Distribution-Aware Margin Loss, NeurIPS 2019",
         needs_class_counts=True,
-        params={"max_margin": 0.5, "scale": 30.0},
+        params={"max_margin": 0.5, "scale": 30.0, "weights": None},
         supports_soft_targets=False,
     ),
     LossInfo(
@@ -542,7 +542,7 @@ def create_loss(name: str, class_counts: Any = None, **params: Any) -> nn.Module
         raise ValueError(f"Loss {name!r} needs the training-set class counts (class_counts=...).")
     counts = None if class_counts is None else _validate_counts(class_counts)
     weights = _validate_weights(params.get("weights"), None if counts is None else len(counts))
-    resolved = {**info.params, **{k: v for k, v in params.items() if k != "weights"}}
+    resolved = {k: v for k, v in {**info.params, **params}.items() if k != "weights"}
     return _build(name, counts, resolved, weights)
 
 
