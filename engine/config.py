@@ -51,6 +51,7 @@ class DataConfig:
     val_per_class: int = 100  # balanced validation images per class (built-ins) ...
     val_fraction: float = 0.1  # ... or this share of each class (folders)
     test_fraction: float = 0.2  # share of each class held out as test (folders only)
+    test_per_class: int | None = None  # cap on test images per class (built-ins); None = all
     many_threshold: int = 100  # classes with > this many training images are "many-shot" (head)
     few_threshold: int = 20  # classes with < this many are "few-shot" (tail); between = medium
     longtail: bool | None = None  # build the long-tailed subset; None = yes for built-ins only
@@ -69,6 +70,8 @@ class DataConfig:
         if self.n_max is not None:
             _positive("n_max", self.n_max)
         _positive("val_per_class", self.val_per_class, allow_zero=True)
+        if self.test_per_class is not None:
+            _positive("test_per_class", self.test_per_class)
         for name in ("val_fraction", "test_fraction"):
             v = getattr(self, name)
             _positive(name, v, allow_zero=True)

@@ -26,6 +26,6 @@ def run_dir(run_id: str) -> Path:
 
 
 def cache_dir() -> Path:
-    p = home() / "cache"
+    p = Path(os.environ["TAILLAB_CACHE_DIR"]) if os.environ.get("TAILLAB_CACHE_DIR") else home() / "cache"
     p.mkdir(parents=True, exist_ok=True)
     return p

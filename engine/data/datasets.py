@@ -99,11 +99,13 @@ class ImageDataset(Dataset):
         return img, label
 
 
-def _balanced_pick(labels: np.ndarray, per_class: int, rng: np.random.Generator) -> np.ndarray:
+def _balanced_pick(labels: np.ndarray, per_class: int, rng: np.random.Generator,
+                   leave: int = 1) -> np.ndarray:
+    """Up to ``per_class`` random indices of each class, leaving at least ``leave`` behind."""
     out = []
     for c in np.unique(labels):
         idx = np.flatnonzero(labels == c)
-        out.append(rng.choice(idx, size=min(per_class, len(idx) - 1), replace=False))
+        out.append(rng.choice(idx, size=max(0, min(per_class, len(idx) - leave)), replace=False))
     return np.sort(np.concatenate(out)) if out else np.zeros(0, dtype=np.int64)
 
 
@@ -125,10 +127,13 @@ def _builtin(cfg: DataConfig) -> tuple[list[str], dict[str, Split]]:
         raise DatasetError(f"Imbalance ratio {cfg.imbalance_ratio:g} with n_max={n_max} leaves a "
                            "class with 0 images; lower the ratio or raise n_max.")
     train_idx = rest[longtail_indices(pool_labels[rest], counts, cfg.seed)]
+    test_idx = np.arange(len(data.test_labels))
+    if cfg.test_per_class:  # a fixed balanced subset, the same for every seed
+        test_idx = _balanced_pick(data.test_labels, cfg.test_per_class, np.random.default_rng(0), leave=0)
     splits = {
         "train": Split(labels=pool_labels[train_idx], images=data.train_images[train_idx]),
         "val": Split(labels=pool_labels[val_idx], images=data.train_images[val_idx]),
-        "test": Split(labels=data.test_labels, images=data.test_images),
+        "test": Split(labels=data.test_labels[test_idx], images=data.test_images[test_idx]),
     }
     return data.class_names, splits, {"train": train_idx, "val": val_idx}
 

@@ -1,0 +1,1 @@
+"""Streamlit side of TailLab: router (app.py), cached handles, UI helpers and plotly charts."""

@@ -1,0 +1,115 @@
+"""Plotly figure builders. Pure functions of plain data, so they are testable without Streamlit."""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+
+GROUP_COLORS = {"many": "#4C78A8", "medium": "#F58518", "few": "#E45756"}
+GROUP_LABELS = {"many": "Head (many-shot)", "medium": "Medium", "few": "Tail (few-shot)"}
+SPLIT_COLORS = {"train": "#4C78A8", "val": "#72B7B2", "test": "#B279A2"}
+
+
+def _layout(fig: go.Figure, *, title: str | None = None, height: int = 360, **kw) -> go.Figure:
+    fig.update_layout(title=title, height=height, margin=dict(l=10, r=10, t=40 if title else 10, b=10),
+                      legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="right", x=1),
+                      template="plotly_white", **kw)
+    return fig
+
+
+def class_histogram(names: Sequence[str], counts: Sequence[int], groups: Sequence[str], *,
+                    log_y: bool = False, show_cumulative: bool = True,
+                    many_threshold: int | None = None, few_threshold: int | None = None) -> go.Figure:
+    """Bars sorted high to low, coloured head / medium / tail, with the cumulative share line."""
+    order = np.argsort(-np.asarray(counts), kind="stable")
+    names = [str(names[i]) for i in order]
+    counts = [int(counts[i]) for i in order]
+    groups = [groups[i] for i in order]
+    fig = go.Figure()
+    for g in ("many", "medium", "few"):
+        idx = [i for i, x in enumerate(groups) if x == g]
+        if idx:
+            fig.add_bar(x=[names[i] for i in idx], y=[counts[i] for i in idx], name=GROUP_LABELS[g],
+                        marker_color=GROUP_COLORS[g],
+                        hovertemplate="%{x}: %{y} images<extra>" + GROUP_LABELS[g] + "</extra>")
+    total = max(sum(counts), 1)
+    if show_cumulative and counts:
+        cum = np.cumsum(counts) / total * 100
+        fig.add_scatter(x=names, y=cum, name="Cumulative share (%)", yaxis="y2", mode="lines+markers",
+                        line=dict(color="#54A24B", width=2), marker=dict(size=4),
+                        hovertemplate="%{x}: %{y:.1f}% of images<extra></extra>")
+        fig.update_layout(yaxis2=dict(title="cumulative % of images", overlaying="y", side="right",
+                                      range=[0, 105], showgrid=False))
+    for thr, label in ((many_threshold, "many-shot >"), (few_threshold, "few-shot <")):
+        if thr:
+            fig.add_hline(y=thr, line_dash="dot", line_color="#888",
+                          annotation_text=f"{label} {thr}", annotation_position="top left")
+    fig.update_xaxes(categoryorder="array", categoryarray=names, title="class (sorted by count)")
+    fig.update_yaxes(title="training images" + (" (log scale)" if log_y else ""),
+                     type="log" if log_y else "linear")
+    return _layout(fig, barmode="overlay", bargap=0.15)
+
+
+def split_counts(names: Sequence[str], per_split: dict[str, Sequence[int]]) -> go.Figure:
+    fig = go.Figure()
+    for split, counts in per_split.items():
+        fig.add_bar(x=list(map(str, names)), y=list(counts), name=split,
+                    marker_color=SPLIT_COLORS.get(split))
+    fig.update_yaxes(title="images")
+    return _layout(fig, barmode="group", height=300)
+
+
+def step_loss(steps: Sequence[int], values: Sequence[float], *, steps_per_epoch: int | None = None) -> go.Figure:
+    fig = go.Figure()
+    fig.add_scatter(x=list(steps), y=list(values), mode="lines", name="training loss (per step)",
+                    line=dict(color="#4C78A8"))
+    fig.update_xaxes(title="step")
+    fig.update_yaxes(title="loss")
+    return _layout(fig, title="Training loss", height=300)
+
+
+def epoch_curves(series: dict[str, tuple[Sequence[float], Sequence[float]]], *, title: str,
+                 y_title: str, percent: bool = False, colors: dict | None = None) -> go.Figure:
+    """series: label -> (epochs, values). NaN values are dropped."""
+    fig = go.Figure()
+    for label, (x, y) in series.items():
+        pts = [(a, b) for a, b in zip(x, y) if b is not None and not math.isnan(b)]
+        if not pts:
+            continue
+        fig.add_scatter(x=[p[0] for p in pts], y=[p[1] * (100 if percent else 1) for p in pts],
+                        mode="lines+markers", name=label,
+                        line=dict(color=(colors or {}).get(label)))
+    fig.update_xaxes(title="epoch", dtick=1)
+    fig.update_yaxes(title=y_title, range=[0, 101] if percent else None)
+    return _layout(fig, title=title, height=300)
+
+
+def per_class_accuracy(names: Sequence[str], acc: Sequence[float | None], groups: Sequence[str],
+                       train_counts: Sequence[int]) -> go.Figure:
+    """Per-class accuracy bars in training-count order (head left, tail right)."""
+    order = np.argsort(-np.asarray(train_counts), kind="stable")
+    fig = go.Figure()
+    for g in ("many", "medium", "few"):
+        idx = [i for i in order if groups[i] == g]
+        if idx:
+            fig.add_bar(x=[str(names[i]) for i in idx],
+                        y=[(acc[i] or 0) * 100 for i in idx], name=GROUP_LABELS[g],
+                        marker_color=GROUP_COLORS[g],
+                        customdata=[train_counts[i] for i in idx],
+                        hovertemplate="%{x}: %{y:.1f}% (%{customdata} training images)<extra></extra>")
+    fig.update_xaxes(categoryorder="array", categoryarray=[str(names[i]) for i in order],
+                     title="class (sorted by training images)")
+    fig.update_yaxes(title="test accuracy (%)", range=[0, 101])
+    return _layout(fig, title="Per-class test accuracy", height=320)
+
+
+def topk_bars(labels: Sequence[str], probs: Sequence[float]) -> go.Figure:
+    fig = go.Figure(go.Bar(x=[p * 100 for p in probs][::-1], y=list(map(str, labels))[::-1],
+                           orientation="h", marker_color="#4C78A8",
+                           text=[f"{p * 100:.1f}%" for p in probs][::-1], textposition="auto",
+                           hovertemplate="%{y}: %{x:.2f}%<extra></extra>"))
+    fig.update_xaxes(title="probability (%)", range=[0, 100])
+    fig.update_yaxes(type="category")
+    return _layout(fig, height=60 + 36 * len(labels))

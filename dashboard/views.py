@@ -1,0 +1,96 @@
+"""Blocks of UI shared by pages: a run's progress, curves and per-class results."""
+from __future__ import annotations
+
+from collections import defaultdict
+
+import streamlit as st
+
+from dashboard import charts
+from dashboard.ui import duration, pct, status_badge
+from engine.store import Run, RunStatus, Store
+
+GROUP_SERIES = {"balanced": "val/bal_acc", "overall": "val/acc", "head": "val/many_acc",
+                "medium": "val/medium_acc", "tail": "val/few_acc"}
+SERIES_COLORS = {"balanced": "#222222", "overall": "#9D755D", "head": charts.GROUP_COLORS["many"],
+                 "medium": charts.GROUP_COLORS["medium"], "tail": charts.GROUP_COLORS["few"]}
+
+
+def history(store: Store, run_id: str) -> dict[str, tuple[list, list, list]]:
+    """key -> (steps, epochs, values)."""
+    out: dict[str, tuple[list, list, list]] = defaultdict(lambda: ([], [], []))
+    for p in store.metric_history(run_id):
+        s, e, v = out[p.key]
+        s.append(p.step)
+        e.append(p.epoch)
+        v.append(p.value)
+    return dict(out)
+
+
+def progress_bar(run: Run, hist: dict) -> None:
+    total = run.total_steps or 0
+    steps = hist.get("train/step_loss", ([], [], []))[0]
+    done = steps[-1] if steps else 0
+    frac = min(1.0, done / total) if total else 0.0
+    elapsed = run.duration_s or 0.0
+    if run.status == RunStatus.RUNNING and 0 < frac < 1:
+        eta = elapsed * (1 - frac) / frac
+        text = f"step {done:,} / {total:,} · {frac * 100:.0f}% · elapsed {duration(elapsed)} · ETA {duration(eta)}"
+    elif run.status == RunStatus.QUEUED:
+        text = "starting the worker (loading data and model) ..."
+    elif run.status == RunStatus.RUNNING:
+        text = f"step {done:,} / {total:,} · elapsed {duration(elapsed)}"
+    else:
+        frac = 1.0 if run.status == RunStatus.FINISHED else frac
+        text = f"{status_badge(run.status)} after {duration(elapsed)}"
+    st.progress(frac, text=text)
+
+
+def curves(run: Run, hist: dict) -> None:
+    step = hist.get("train/step_loss")
+    c1, c2 = st.columns(2)
+    with c1:
+        if step:
+            st.plotly_chart(charts.step_loss(step[0], step[2]), width="stretch")
+        else:
+            st.caption("The training-loss curve appears after the first steps.")
+    with c2:
+        series = {label: (hist[k][1], hist[k][2]) for label, k in
+                  (("train", "train/loss"), ("val", "val/loss")) if k in hist}
+        if series:
+            st.plotly_chart(charts.epoch_curves(series, title="Loss per epoch", y_title="loss",
+                                                colors={"train": "#4C78A8", "val": "#72B7B2"}),
+                            width="stretch")
+        else:
+            st.caption("Epoch curves appear after the first epoch.")
+    series = {label: (hist[k][1], hist[k][2]) for label, k in GROUP_SERIES.items() if k in hist}
+    if series:
+        st.plotly_chart(charts.epoch_curves(series, title="Validation accuracy: overall, balanced, head / medium / tail",
+                                            y_title="accuracy (%)", percent=True, colors=SERIES_COLORS),
+                        width="stretch")
+
+
+def headline(run: Run) -> None:
+    lat = run.latest
+    prefix = "test/" if "test/acc" in lat else "val/"
+    where = "test" if prefix == "test/" else "validation (latest epoch)"
+    cols = st.columns(5)
+    for col, (label, key) in zip(cols, (("Accuracy", "acc"), ("Balanced acc.", "bal_acc"),
+                                        ("Head acc.", "many_acc"), ("Medium acc.", "medium_acc"),
+                                        ("Tail acc.", "few_acc"))):
+        col.metric(f"{label} ({where})", pct(lat.get(prefix + key)))
+
+
+def error_box(run: Run) -> None:
+    if run.status == RunStatus.FAILED:
+        st.error(f"**This run failed.** {run.error or 'No message was recorded.'}")
+    elif run.status == RunStatus.CANCELLED:
+        st.warning("This run was cancelled. Checkpoints up to the last finished epoch are kept.")
+
+
+def per_class(store: Store, run: Run) -> None:
+    rows = store.class_results(run.id, "test")
+    if not rows:
+        return
+    st.plotly_chart(charts.per_class_accuracy([r.class_name for r in rows], [r.accuracy for r in rows],
+                                              [r.group for r in rows], [r.train_count for r in rows]),
+                    width="stretch")

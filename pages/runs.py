@@ -1,0 +1,62 @@
+"""Runs: every run, newest first; pick one to see its curves and per-class accuracy."""
+import json
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import state, views
+from dashboard.ui import duration, guard, pct, status_badge, when
+from engine import jobs
+from engine.store import RunStatus
+
+st.title("📈 Runs")
+store = state.store()
+runs = store.list_runs()
+guard(bool(runs), "No runs yet. Start one on **Train** (or `taillab train` in a shell).")
+
+
+def best(r):
+    v = r.tags.get("best_val_bal_acc")
+    return float(v) if v is not None else None
+
+
+table = pd.DataFrame([{
+    "name": r.name, "status": status_badge(r.status),
+    "dataset": r.config.get("data", {}).get("source", ""), "model": r.config.get("model", ""),
+    "loss": r.config.get("loss", ""), "started": when(r.started_at or r.created_at),
+    "duration": duration(r.duration_s), "best val bal. acc": pct(best(r)),
+    "test acc": pct(r.latest.get("test/acc")), "test bal. acc": pct(r.latest.get("test/bal_acc")),
+    "test tail acc": pct(r.latest.get("test/few_acc")), "id": r.id,
+} for r in runs])
+st.caption("Click a row to see its details.")
+event = st.dataframe(table, hide_index=True, width="stretch", on_select="rerun",
+                     selection_mode="single-row", key="runs.table")
+rows = event.selection.rows if event and event.selection else []
+guard(bool(rows), "Select a run in the table to see its curves and per-class accuracy.")
+run = runs[rows[0]]
+
+st.subheader(f"{status_badge(run.status)} {run.name}")
+st.caption(f"run `{run.id}` · created {when(run.created_at)} · duration {duration(run.duration_s)}"
+           + (f" · dataset version `{run.dataset_version_id[:12]}`" if run.dataset_version_id else ""))
+views.error_box(run)
+hist = views.history(store, run.id)
+if run.status in RunStatus.ACTIVE:
+    views.progress_bar(run, hist)
+views.headline(run)
+views.curves(run, hist)
+views.per_class(store, run)
+
+with st.expander("Configuration (reproduces this run: `taillab train --config run.toml`)"):
+    from engine.config import to_toml, train_config_from_dict
+    try:
+        st.code(to_toml(train_config_from_dict(run.config)), language="toml")
+    except Exception:  # noqa: BLE001 — an old config still shows as JSON
+        st.code(json.dumps(run.config, indent=2), language="json")
+
+c1, c2 = st.columns(2)
+if run.status in RunStatus.ACTIVE and c1.button("⏹ Cancel run", key="runs.cancel"):
+    jobs.cancel(store, run.id)
+    st.toast("Cancel requested.")
+if run.status in RunStatus.ENDED and c2.button("🗑 Delete run", key="runs.delete"):
+    jobs.delete(store, run.id)
+    st.rerun()

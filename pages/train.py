@@ -1,0 +1,112 @@
+"""Train: settings -> one TrainConfig -> jobs.launch; then watch the run live."""
+import streamlit as st
+
+from dashboard import state, views
+from dashboard.ui import status_badge
+from engine import jobs
+from engine.config import OPTIMIZERS, ConfigError, TrainConfig
+from engine.imbalance import SAMPLERS, list_losses
+from engine.models import list_models
+from engine.store import RunStatus
+
+st.title("🏋️ Train")
+store = state.store()
+data_cfg = state.current_data_config()
+D = TrainConfig.__dataclass_fields__  # defaults come from the dataclass, not from this page
+default = lambda name: D[name].default  # noqa: E731
+
+st.caption(f"Dataset: **{data_cfg.source}**"
+           + (f" · imbalance ratio {data_cfg.imbalance_ratio:g} · seed {data_cfg.seed}"
+              if data_cfg.source.startswith("builtin:") else "")
+           + " — change it on the **Data** page.")
+
+models = {m.name: m for m in list_models()}
+losses = {l.name: l for l in list_losses()}
+augment_cfg = st.session_state.get("augment.config", {})
+
+with st.container(border=True):
+    c1, c2, c3, c4 = st.columns(4)
+    model = c1.selectbox("Model", list(models), format_func=lambda n: models[n].label, key="train.model",
+                         help="\n\n".join(f"**{m.label}**: {m.description}" for m in models.values()))
+    epochs = c2.number_input("Epochs", 1, 1000, default("epochs"), key="train.epochs")
+    batch_size = c3.number_input("Batch size", 1, 4096, default("batch_size"), key="train.batch")
+    lr = c4.number_input("Learning rate", 1e-6, 10.0, default("lr"), format="%.4f", key="train.lr")
+    c1, c2, c3, c4 = st.columns(4)
+    optimizer = c1.selectbox("Optimizer", OPTIMIZERS, key="train.opt",
+                             format_func={"sgd": "SGD (momentum 0.9)", "adamw": "AdamW"}.get)
+    seed = c2.number_input("Seed", 0, 2**31 - 1, default("seed"), key="train.seed")
+    loss = c3.selectbox("Loss", list(losses), format_func=lambda n: losses[n].label, key="train.loss",
+                        help="\n\n".join(f"**{l.label}**: {l.description}" for l in losses.values()))
+    sampler = c4.selectbox("Sampler", list(SAMPLERS), key="train.sampler",
+                           help="\n\n".join(f"**{k}**: {v}" for k, v in SAMPLERS.items()))
+    with st.expander("More settings"):
+        e1, e2, e3, e4 = st.columns(4)
+        weight_decay = e1.number_input("Weight decay", 0.0, 1.0, default("weight_decay"), format="%.5f", key="train.wd")
+        scheduler = e2.selectbox("LR schedule", ["cosine", "constant"], key="train.sched")
+        warmup = e3.number_input("Warmup epochs", 0.0, 100.0, default("warmup_epochs"), key="train.warmup")
+        drw = e4.number_input("Deferred re-weighting from epoch (0 = off)", 0, 1000, 0, key="train.drw",
+                              help="From this epoch on, weight the loss by effective-number class "
+                                   "weights (Cao et al. 2019, DRW). 0 turns it off.")
+        name = st.text_input("Run name (optional)", key="train.name")
+        params = {}
+        spec = losses[loss].params if loss in losses else {}
+        if spec:
+            st.markdown(f"**{losses[loss].label} parameters**")
+            cols = st.columns(max(1, len(spec)))
+            for col, (p, v) in zip(cols, spec.items()):
+                if isinstance(v, bool) or v is None:
+                    continue
+                if isinstance(v, (int, float)):
+                    params[p] = col.number_input(p, value=float(v), format="%.4f", key=f"train.lp.{loss}.{p}")
+                else:
+                    params[p] = col.text_input(p, value=str(v), key=f"train.lp.{loss}.{p}")
+    if augment_cfg:
+        st.caption("Augmentation from the **Augment** page will be used.")
+    submitted = st.button("🚀 Train", type="primary", key="train.start")
+
+if submitted:
+    try:
+        cfg = TrainConfig(data=data_cfg, name=name.strip(), model=model, epochs=int(epochs),
+                          batch_size=int(batch_size), lr=float(lr), optimizer=optimizer,
+                          seed=int(seed), loss=loss, loss_params=params, sampler=sampler,
+                          weight_decay=float(weight_decay), scheduler=scheduler,
+                          warmup_epochs=float(warmup), drw_epoch=int(drw) or None,
+                          augment=augment_cfg)
+        run = jobs.launch(cfg, store)
+        st.session_state["train.run_id"] = run.id
+        st.toast(f"Started run {run.name}")
+    except (ConfigError, ValueError) as e:
+        st.error(f"**Cannot start this run:** {e}")
+
+
+@st.fragment(run_every="1.5s")
+def live() -> None:
+    store.reap_stale()
+    run_id = st.session_state.get("train.run_id")
+    active = [r for r in store.list_runs(limit=20) if r.status in RunStatus.ACTIVE]
+    if run_id is None and active:  # another tab or a restart: show what is training now
+        run_id = active[0].id
+    if run_id is None:
+        st.info("No run yet. Choose settings above and press **Train**. Training runs in its own "
+                "process: you can close this tab and come back.")
+        return
+    run = store.get_run(run_id)
+    hist = views.history(store, run.id)
+    top = st.columns([5, 1])
+    top[0].subheader(f"{status_badge(run.status)} {run.name}")
+    top[0].caption(f"run `{run.id}`")
+    if run.status in RunStatus.ACTIVE:
+        if top[1].button("⏹ Cancel", key="train.cancel", width="stretch"):
+            jobs.cancel(store, run.id)
+            st.toast("Cancelling after the current step ...")
+    views.progress_bar(run, hist)
+    views.error_box(run)
+    if hist:
+        views.headline(run)
+    views.curves(run, hist)
+    if run.status == RunStatus.FINISHED:
+        views.per_class(store, run)
+        st.success("Finished. Compare it with other runs on **Runs**, or try it on **Predict**.")
+
+
+live()
