@@ -83,9 +83,11 @@ if submitted:
 def live() -> None:
     store.reap_stale()
     run_id = st.session_state.get("train.run_id")
-    active = [r for r in store.list_runs(limit=20) if r.status in RunStatus.ACTIVE]
-    if run_id is None and active:  # another tab or a restart: show what is training now
-        run_id = active[0].id
+    if run_id is None:  # another tab or a restart: show what is training now, else the newest run
+        recent = store.list_runs(limit=20, kind="train")
+        active = [r for r in recent if r.status in RunStatus.ACTIVE]
+        pick = active or recent
+        run_id = pick[0].id if pick else None
     if run_id is None:
         st.info("No run yet. Choose settings above and press **Train**. Training runs in its own "
                 "process: you can close this tab and come back.")
