@@ -36,19 +36,23 @@ def class_histogram(names: Sequence[str], counts: Sequence[int], groups: Sequenc
                         hovertemplate="%{x}: %{y} images<extra>" + GROUP_LABELS[g] + "</extra>")
     total = max(sum(counts), 1)
     if show_cumulative and counts:
-        cum = np.cumsum(counts) / total * 100
+        cum = (np.cumsum(counts) / total * 100).tolist()
         fig.add_scatter(x=names, y=cum, name="Cumulative share (%)", yaxis="y2", mode="lines+markers",
                         line=dict(color="#54A24B", width=2), marker=dict(size=4),
                         hovertemplate="%{x}: %{y:.1f}% of images<extra></extra>")
         fig.update_layout(yaxis2=dict(title="cumulative % of images", overlaying="y", side="right",
-                                      range=[0, 105], showgrid=False))
-    for thr, label in ((many_threshold, "many-shot >"), (few_threshold, "few-shot <")):
+                                      range=[0, 105], showgrid=False, tickmode="array",
+                                      tickvals=[0, 20, 40, 60, 80, 100]))
+    for thr, label in ((many_threshold, "head: more than"), (few_threshold, "tail: fewer than")):
         if thr:
-            fig.add_hline(y=thr, line_dash="dot", line_color="#888",
-                          annotation_text=f"{label} {thr}", annotation_position="top left")
+            # plotly.js places shapes in data units but annotations in log10 units on a log axis
+            fig.add_hline(y=thr, line_dash="dot", line_color="#888")
+            fig.add_annotation(x=1, xref="paper", xanchor="right", y=math.log10(thr) if log_y else thr,
+                               yanchor="bottom", text=f"{label} {thr}", showarrow=False,
+                               font=dict(size=11, color="#666"))
     fig.update_xaxes(categoryorder="array", categoryarray=names, title="class (sorted by count)")
-    fig.update_yaxes(title="training images" + (" (log scale)" if log_y else ""),
-                     type="log" if log_y else "linear")
+    fig.update_layout(yaxis=dict(title="training images" + (" (log scale)" if log_y else ""),
+                                 type="log" if log_y else "linear", dtick=1 if log_y else None))
     return _layout(fig, barmode="overlay", bargap=0.15)
 
 
@@ -63,7 +67,8 @@ def split_counts(names: Sequence[str], per_split: dict[str, Sequence[int]]) -> g
 
 def step_loss(steps: Sequence[int], values: Sequence[float], *, steps_per_epoch: int | None = None) -> go.Figure:
     fig = go.Figure()
-    fig.add_scatter(x=list(steps), y=list(values), mode="lines", name="training loss (per step)",
+    fig.add_scatter(x=list(steps), y=list(values), mode="lines" if len(steps) > 30 else "lines+markers",
+                    name="training loss (per step)",
                     line=dict(color="#4C78A8"))
     fig.update_xaxes(title="step")
     fig.update_yaxes(title="loss")

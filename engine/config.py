@@ -100,7 +100,7 @@ class TrainConfig:
     pretrained: bool = False  # load offline ImageNet weights where the model has them
     epochs: int = 5
     batch_size: int = 128
-    lr: float = 0.01  # peak learning rate
+    lr: float = 0.05  # peak learning rate (per batch of batch_size images)
     optimizer: str = "sgd"
     momentum: float = 0.9  # SGD only
     weight_decay: float = 5e-4

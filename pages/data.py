@@ -42,9 +42,13 @@ with st.container(border=True):
         val_fraction = c2.slider("Validation share", 0.0, 0.4, float(current.val_fraction), 0.05, key="data.val")
         test_fraction = c3.slider("Test share", 0.0, 0.4, float(current.test_fraction), 0.05, key="data.test")
         folder_kw = {"val_fraction": val_fraction, "test_fraction": test_fraction}
-    t1, t2, _ = st.columns([1, 1, 2])
+    t1, t2, t3, _ = st.columns(4)
     many = t1.number_input("Head: more than … images", 1, 100000, int(current.many_threshold), key="data.many")
     few = t2.number_input("Tail: fewer than … images", 1, 100000, int(current.few_threshold), key="data.few")
+    if kind == "Built-in":
+        folder_kw = {"n_max": t3.number_input(
+            "Largest class (0 = all it can have)", 0, 100000, int(current.n_max or 0), step=100,
+            key="data.nmax", help="n_max: images kept in the biggest class. Smaller = faster runs.") or None}
 
 guard(bool(source and source.strip()), "Enter the path of a folder with one sub-folder of images per class.")
 try:
