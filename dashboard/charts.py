@@ -118,3 +118,18 @@ def topk_bars(labels: Sequence[str], probs: Sequence[float]) -> go.Figure:
     fig.update_xaxes(title="probability (%)", range=[0, 100])
     fig.update_yaxes(type="category")
     return _layout(fig, height=60 + 36 * len(labels))
+
+
+def group_comparison(run_names: Sequence[str], values: dict[str, Sequence[float | None]]) -> go.Figure:
+    """Grouped bars: for each metric (overall, balanced, head, medium, tail) one bar per run."""
+    fig = go.Figure()
+    palette = ["#4C78A8", "#F58518", "#54A24B", "#B279A2", "#9D755D", "#E45756", "#72B7B2", "#EECA3B"]
+    metrics = list(values)
+    for j, name in enumerate(run_names):
+        ys = [values[m][j] for m in metrics]
+        fig.add_bar(x=metrics, y=[None if v is None or math.isnan(v) else v * 100 for v in ys], name=str(name),
+                    marker_color=palette[j % len(palette)],
+                    text=["—" if v is None or math.isnan(v) else f"{v * 100:.1f}" for v in ys],
+                    textposition="outside", hovertemplate="%{x}: %{y:.1f}%<extra>" + str(name) + "</extra>")
+    fig.update_yaxes(title="test accuracy (%)", range=[0, 105])
+    return _layout(fig, title="Test accuracy by class group", barmode="group", height=380)

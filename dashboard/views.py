@@ -94,3 +94,28 @@ def per_class(store: Store, run: Run) -> None:
     st.plotly_chart(charts.per_class_accuracy([r.class_name for r in rows], [r.accuracy for r in rows],
                                               [r.group for r in rows], [r.train_count for r in rows]),
                     width="stretch")
+
+
+COMPARE_METRICS = {"overall": "test/acc", "balanced": "test/bal_acc", "head": "test/many_acc",
+                   "medium": "test/medium_acc", "tail": "test/few_acc"}
+
+
+def compare(store: Store, runs: list[Run]) -> None:
+    """Side by side: test accuracy per class group, and validation balanced accuracy per epoch."""
+    names = [f"{r.name} · {r.id[:6]}" for r in runs]
+    values = {label: [r.latest.get(key) for r in runs] for label, key in COMPARE_METRICS.items()}
+    st.plotly_chart(charts.group_comparison(names, values), width="stretch")
+    series = {}
+    for name, r in zip(names, runs):
+        h = history(store, r.id).get("val/bal_acc")
+        if h:
+            series[name] = (h[1], h[2])
+    if series:
+        st.plotly_chart(charts.epoch_curves(series, title="Validation balanced accuracy per epoch",
+                                            y_title="balanced accuracy (%)", percent=True),
+                        width="stretch")
+    rows = [{"run": n, **{k: pct(v[i]) for k, v in values.items()},
+             "loss": r.config.get("loss"), "sampler": r.config.get("sampler"),
+             "epochs": r.config.get("epochs"), "model": r.config.get("model")}
+            for i, (n, r) in enumerate(zip(names, runs))]
+    st.dataframe(rows, hide_index=True, width="stretch")

@@ -28,11 +28,16 @@ table = pd.DataFrame([{
     "test acc": pct(r.latest.get("test/acc")), "test bal. acc": pct(r.latest.get("test/bal_acc")),
     "test tail acc": pct(r.latest.get("test/few_acc")), "id": r.id,
 } for r in runs])
-st.caption("Click a row to see its details.")
+st.caption("Select one run for its details, or several to compare them.")
 event = st.dataframe(table, hide_index=True, width="stretch", on_select="rerun",
-                     selection_mode="single-row", key="runs.table")
+                     selection_mode="multi-row", key="runs.table")
 rows = event.selection.rows if event and event.selection else []
-guard(bool(rows), "Select a run in the table to see its curves and per-class accuracy.")
+guard(bool(rows), "Select a run in the table to see its curves and per-class accuracy, "
+                  "or several runs to compare them by head / medium / tail accuracy.")
+if len(rows) > 1:
+    st.subheader(f"Comparing {len(rows)} runs")
+    views.compare(store, [runs[i] for i in rows])
+    st.stop()
 run = runs[rows[0]]
 
 st.subheader(f"{status_badge(run.status)} {run.name}")
