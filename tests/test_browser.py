@@ -63,6 +63,13 @@ def test_train_watch_live_and_predict(tmp_path):
             "t => [...document.querySelectorAll('p,div')].some(e => /step \\d+ \\/ \\d+/.test(e.innerText) && !e.innerText.includes(t))",
             arg=first, timeout=60_000)
         page.get_by_text("Training loss").first.wait_for(timeout=30_000)
+        # a second dashboard (another browser session) sees the same live run
+        other = b.new_context().new_page()
+        other.goto(url + "/train")
+        other.get_by_text(re.compile(r"step \d+ / \d+")).first.wait_for(timeout=60_000)
+        run_title = page.get_by_text(re.compile("small_cnn-mnist")).first.inner_text()
+        assert run_title in other.get_by_text(re.compile("small_cnn-mnist")).first.inner_text()
+        other.close()
         page.get_by_text(re.compile("finished after")).first.wait_for(timeout=240_000)
 
         page.get_by_role("link", name=re.compile("Predict")).first.click()

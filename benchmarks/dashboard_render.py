@@ -1,0 +1,49 @@
+"""Dashboard first render in headless Chromium: server start, and page load to the histogram.
+
+    python -m benchmarks.dashboard_render [--repeats 3]
+
+Each repeat starts a fresh server on a fresh workspace (built-in data cache kept), opens the
+Data page and waits until the long-tail histogram is drawn. Prints a table, then
+`dashboard_server_start_s: X` and `dashboard_first_render_s: X` (medians).
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from playwright.sync_api import sync_playwright
+
+from tests.e2e import browser, dashboard
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    rows = []
+    with sync_playwright() as p:
+        b = browser(p)
+        for _ in range(args.repeats):
+            home = Path(tempfile.mkdtemp(prefix="taillab-render-"))
+            t0 = time.perf_counter()
+            with dashboard(home) as url:
+                t_server = time.perf_counter() - t0
+                page = b.new_page(viewport={"width": 1400, "height": 1000})
+                t1 = time.perf_counter()
+                page.goto(url)
+                page.locator(".js-plotly-plot .bars").first.wait_for(timeout=120_000)
+                rows.append((t_server, time.perf_counter() - t1))
+                page.close()
+        b.close()
+    print(f"{'repeat':>6}  {'server start s':>14}  {'first render s':>14}")
+    for i, (s, r) in enumerate(rows):
+        print(f"{i:>6}  {s:>14.2f}  {r:>14.2f}")
+    print(f"dashboard_server_start_s: {statistics.median(s for s, _ in rows):.2f}")
+    print(f"dashboard_first_render_s: {statistics.median(r for _, r in rows):.2f}")
+
+
+if __name__ == "__main__":
+    main()
