@@ -1,0 +1,59 @@
+"""The shell interface, as a user runs it (real subprocesses, real workspace)."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def taillab(*args, home: Path, timeout=300):
+    env = dict(os.environ, TAILLAB_HOME=str(home), PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-m", "engine.cli", *args], capture_output=True, text=True,
+                          env=env, timeout=timeout, cwd=str(ROOT))
+
+
+def test_train_from_toml_then_list_json(tmp_path):
+    cfg = tmp_path / "run.toml"
+    cfg.write_text('name = "from-toml"\nepochs = 2\nbatch_size = 32\nlr = 0.1\n'
+                   '[data]\nsource = "builtin:mnist"\nimbalance_ratio = 10.0\nn_max = 200\n'
+                   'val_per_class = 10\ntest_per_class = 50\n')
+    out = taillab("train", "--config", str(cfg), "--seed", "3", home=tmp_path / "ws")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "run id:" in out.stdout and "epoch 2/2" in out.stdout and "finished" in out.stdout
+    rows = json.loads(taillab("runs", "list", "--json", home=tmp_path / "ws").stdout)
+    assert len(rows) == 1 and rows[0]["name"] == "from-toml" and rows[0]["status"] == "finished"
+    assert 0 < rows[0]["test_acc"] <= 1 and rows[0]["model"] == "small_cnn"
+    shown = json.loads(taillab("runs", "show", rows[0]["id"], "--json", home=tmp_path / "ws").stdout)
+    assert shown["config"]["seed"] == 3 and shown["config"]["data"]["n_max"] == 200
+
+
+def test_unknown_model_lists_valid_ones(tmp_path):
+    out = taillab("train", "--model", "vgg99", home=tmp_path / "ws")
+    assert out.returncode == 2
+    assert "Invalid model 'vgg99'" in out.stderr and "resnet18" in out.stderr and "small_cnn" in out.stderr
+
+
+def test_unknown_optimizer_and_bad_toml(tmp_path):
+    out = taillab("train", "--optimizer", "adam", home=tmp_path / "ws")
+    assert out.returncode == 2 and "sgd, adamw" in out.stderr
+    bad = tmp_path / "bad.toml"
+    bad.write_text("epochz = 3\n")
+    out = taillab("train", "--config", str(bad), home=tmp_path / "ws")
+    assert out.returncode == 2 and "Unknown TrainConfig setting(s): epochz" in out.stderr
+
+
+def test_print_config_round_trips(tmp_path):
+    out = taillab("train", "--model", "resnet18", "--dataset", "animal_mnist", "--print-config",
+                  home=tmp_path / "ws")
+    assert out.returncode == 0 and 'model = "resnet18"' in out.stdout
+    assert 'source = "builtin:animal_mnist"' in out.stdout
+    (tmp_path / "r.toml").write_text(out.stdout)
+    again = taillab("train", "--config", str(tmp_path / "r.toml"), "--print-config", home=tmp_path / "ws")
+    assert again.stdout == out.stdout
+
+
+def test_predict_unknown_run(tmp_path):
+    out = taillab("predict", "--run", "nope", str(tmp_path / "x.png"), home=tmp_path / "ws")
+    assert out.returncode == 2 and "No checkpoint" in out.stderr
