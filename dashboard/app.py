@@ -23,6 +23,7 @@ st.set_page_config(page_title="TailLab", page_icon="🦎", layout="wide")
 PAGES = {
     "Prepare": [
         st.Page("../pages/data.py", title="Data", icon="📊", default=True, url_path="data"),
+        st.Page("../pages/augment.py", title="Augment & balance", icon="🎨", url_path="augment"),
     ],
     "Train": [
         st.Page("../pages/train.py", title="Train", icon="🏋️", url_path="train"),

@@ -133,3 +133,64 @@ def group_comparison(run_names: Sequence[str], values: dict[str, Sequence[float 
                     textposition="outside", hovertemplate="%{x}: %{y:.1f}%<extra>" + str(name) + "</extra>")
     fig.update_yaxes(title="test accuracy (%)", range=[0, 105])
     return _layout(fig, title="Test accuracy by class group", barmode="group", height=380)
+
+
+SHORT_GROUP_LABELS = {"many": "head", "medium": "medium", "few": "tail"}
+
+
+def _log_axis(values: Sequence[float], title: str) -> dict:
+    """A log axis labelled at 1-2-5 steps (plotly's own minor labels read as '2 5 1000 2 5')."""
+    lo, hi = min(values), max(values)
+    ticks = [m * 10.0**e for e in range(math.floor(math.log10(lo)) - 1, math.ceil(math.log10(hi)) + 1)
+             for m in (1, 2, 5)]
+    ticks = [t for t in ticks if lo / 1.6 <= t <= hi * 1.6]
+    return dict(title=title, type="log", tickvals=ticks, ticktext=[f"{t:,.10g}" for t in ticks])
+
+
+def _count_bars(fig: go.Figure, names: Sequence[str], counts: Sequence[int], groups: Sequence[str]) -> list[str]:
+    """Training-count bars sorted high to low, coloured head / medium / tail; returns the x order."""
+    order = np.argsort(-np.asarray(counts), kind="stable").tolist()
+    for g in ("many", "medium", "few"):
+        idx = [i for i in order if groups[i] == g]
+        if idx:
+            fig.add_bar(x=[str(names[i]) for i in idx], y=[int(counts[i]) for i in idx],
+                        name=SHORT_GROUP_LABELS[g], marker_color=GROUP_COLORS[g], opacity=0.75,
+                        hovertemplate="%{x}: %{y} training images<extra>" + GROUP_LABELS[g] + "</extra>")
+    x = [str(names[i]) for i in order]
+    fig.update_xaxes(categoryorder="array", categoryarray=x, title="class (sorted by training images)")
+    return x
+
+
+def weights_vs_counts(names: Sequence[str], counts: Sequence[int], groups: Sequence[str],
+                      weights: Sequence[float], *, method: str) -> go.Figure:
+    """Class counts (bars, left log axis) with each class's loss weight (line, right log axis)."""
+    fig = go.Figure()
+    x = _count_bars(fig, names, counts, groups)
+    order = np.argsort(-np.asarray(counts), kind="stable").tolist()
+    share = np.asarray(counts, float) * np.asarray(weights, float)
+    share = (share / share.sum() * 100).tolist()
+    fig.add_scatter(x=x, y=[float(weights[i]) for i in order], yaxis="y2", mode="lines+markers",
+                    name="loss weight", line=dict(color="#222222", width=2), marker=dict(size=7),
+                    customdata=[share[i] for i in order],
+                    hovertemplate="%{x}: weight %{y:.3g} · %{customdata:.1f}% of the loss<extra>"
+                                  + method + "</extra>")
+    fig.add_hline(y=1, yref="y2", line_dash="dot", line_color="#888")
+    fig.update_layout(yaxis=_log_axis(counts, "training images (log)"),
+                      yaxis2=dict(_log_axis([*weights, 1.0], "loss weight (log)"),
+                                  overlaying="y", side="right", showgrid=False))
+    return _layout(fig, height=340, bargap=0.15, barmode="overlay")
+
+
+def draws_vs_counts(names: Sequence[str], counts: Sequence[int], groups: Sequence[str],
+                    draws: Sequence[float], *, sampler: str) -> go.Figure:
+    """Class counts (bars) with the expected images drawn per class in one epoch (line), same log axis."""
+    fig = go.Figure()
+    x = _count_bars(fig, names, counts, groups)
+    order = np.argsort(-np.asarray(counts), kind="stable").tolist()
+    fig.add_scatter(x=x, y=[float(draws[i]) for i in order], mode="lines+markers",
+                    name="drawn per epoch", line=dict(color="#222222", width=2), marker=dict(size=7),
+                    customdata=[float(draws[i]) / int(counts[i]) for i in order],
+                    hovertemplate="%{x}: %{y:,.0f} draws per epoch · each image %{customdata:.2g}×"
+                                  "<extra>" + sampler + "</extra>")
+    fig.update_layout(yaxis=_log_axis([*counts, *draws], "images (log)"))
+    return _layout(fig, height=340, bargap=0.15, barmode="overlay")

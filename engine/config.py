@@ -150,9 +150,26 @@ class TrainConfig:
         # a partial checkout, so import lazily.
         from engine import imbalance
 
-        names = [info.name for info in imbalance.list_losses()]
-        _choice("loss", self.loss, names)
+        losses = imbalance.list_losses()
+        _choice("loss", self.loss, [info.name for info in losses])
         _choice("sampler", self.sampler, list(imbalance.SAMPLERS))
+        if self.augment:
+            self._check_augment(losses)
+
+    def _check_augment(self, losses: list) -> None:
+        # Refuse a recipe that cannot train here at config time, not minutes later in the worker.
+        from engine import augment
+
+        recipe = augment.AugmentConfig.from_dict(self.augment)
+        loss = next(info for info in losses if info.name == self.loss)
+        if recipe.batch_mix and not loss.supports_soft_targets:
+            soft = ", ".join(info.name for info in losses if info.supports_soft_targets)
+            raise ConfigError(
+                f"MixUp/CutMix turn the targets into soft labels, which loss {self.loss!r} cannot "
+                f"use. Losses that can: {soft}. Or switch MixUp and CutMix off.")
+        # prepare_data's defaults: 28 px for the built-ins, 64 px for folders.
+        size = self.data.image_size or (28 if self.data.source.startswith("builtin:") else 64)
+        augment.validate_for_training(recipe, batch_size=self.batch_size, input_size=size, image_size=size)
 
     @property
     def display_name(self) -> str:

@@ -4,7 +4,7 @@ import json
 import pandas as pd
 import streamlit as st
 
-from dashboard import state, views
+from dashboard import augment_ui, state, views
 from dashboard.ui import duration, guard, pct, status_badge, when
 from engine import jobs
 from engine.store import RunStatus
@@ -43,6 +43,7 @@ run = runs[rows[0]]
 st.subheader(f"{status_badge(run.status)} {run.name}")
 st.caption(f"run `{run.id}` · created {when(run.created_at)} · duration {duration(run.duration_s)}"
            + (f" · dataset version `{run.dataset_version_id[:12]}`" if run.dataset_version_id else ""))
+st.caption(augment_ui.recipe_caption(run.config.get("augment"), hint=False))
 views.error_box(run)
 hist = views.history(store, run.id)
 if run.status in RunStatus.ACTIVE:

@@ -1,7 +1,7 @@
 """Train: settings -> one TrainConfig -> jobs.launch; then watch the run live."""
 import streamlit as st
 
-from dashboard import state, views
+from dashboard import augment_ui, state, views
 from dashboard.ui import status_badge
 from engine import jobs
 from engine.config import OPTIMIZERS, ConfigError, TrainConfig
@@ -60,8 +60,7 @@ with st.container(border=True):
                     params[p] = col.number_input(p, value=float(v), format="%.4f", key=f"train.lp.{loss}.{p}")
                 else:
                     params[p] = col.text_input(p, value=str(v), key=f"train.lp.{loss}.{p}")
-    if augment_cfg:
-        st.caption("Augmentation from the **Augment** page will be used.")
+    st.caption(augment_ui.recipe_caption(augment_cfg, st.session_state.get("augment.name")))
     submitted = st.button("🚀 Train", type="primary", key="train.start")
 
 if submitted:

@@ -43,3 +43,51 @@ def test_unknown_keys_in_toml_listed():
         train_config_from_toml('epoch = 3\n')
     with pytest.raises(ConfigError, match="Not a valid TOML"):
         train_config_from_toml("model = \n")
+
+
+# --- augmentation recipes are checked against the run at config time ----------------------------
+
+@pytest.mark.parametrize("loss", ["focal", "cb_focal", "ldam"])
+def test_mixup_needs_a_soft_target_loss(loss):
+    for recipe in ({"mixup_alpha": 0.2}, {"cutmix_alpha": 1.0}):
+        with pytest.raises(ConfigError) as e:
+            TrainConfig(loss=loss, augment=recipe)
+        msg = str(e.value)
+        assert loss in msg and "ce, weighted_ce, balanced_softmax, logit_adjusted" in msg
+
+
+def test_mixup_with_soft_target_losses_and_mix_prob_zero_accepted():
+    for loss in ("ce", "weighted_ce", "balanced_softmax", "logit_adjusted"):
+        assert TrainConfig(loss=loss, augment={"mixup_alpha": 0.2}).augment == {"mixup_alpha": 0.2}
+    # mix_prob 0 mixes nothing, so targets stay class indices: focal is fine
+    TrainConfig(loss="focal", augment={"mixup_alpha": 0.2, "mix_prob": 0.0})
+
+
+@pytest.mark.parametrize("kw, augment, words", [
+    ({"batch_size": 1}, {"cutmix_alpha": 1.0}, ["batch_size >= 2", "got 1"]),
+    ({}, {"multi_scale_sizes": [200]}, ["multi_scale_sizes [200]", "between 8 and 112"]),
+    ({}, {"random_resized_crop": True, "rrc_scale": [0.01, 1.0]}, ["rrc_scale min", "28x28"]),
+    ({}, {"crop_padding": 28}, ["crop_padding 28"]),
+    ({}, {"hflip": 0.5}, ["Unknown augmentation setting", "hflip_prob"]),
+    ({}, {"mixup_alpha": -1}, ["mixup_alpha must be between 0 and 100"]),
+])
+def test_bad_recipes_fail_at_config_time(kw, augment, words):
+    with pytest.raises(ConfigError) as e:
+        TrainConfig(augment=augment, **kw)
+    for w in words:
+        assert w in str(e.value)
+
+
+def test_recipe_checked_at_the_datasets_input_size():
+    # 32 px padding is refused on a 28 px built-in but fine on a 64 px folder dataset or a
+    # built-in resized to 96 px.
+    with pytest.raises(ConfigError, match="crop_padding 32"):
+        TrainConfig(augment={"crop_padding": 32})
+    TrainConfig(data=DataConfig(source="/data/photos"), augment={"crop_padding": 32})
+    TrainConfig(data=DataConfig(image_size=96), augment={"crop_padding": 32})
+
+
+def test_recipe_round_trips_through_toml():
+    cfg = TrainConfig(augment={"hflip_prob": 0.5, "mixup_alpha": 0.2, "tail_threshold": 20,
+                               "tail_recipe": {"auto_policy": "randaugment"}})
+    assert train_config_from_toml(to_toml(cfg)) == cfg
