@@ -172,6 +172,40 @@ def _folder(cfg: DataConfig) -> tuple[list[str], dict[str, Split]]:
     return classes, splits, {}
 
 
+def _version(cfg: DataConfig) -> tuple[list[str], dict[str, Split], str | None]:
+    """A saved dataset version (manifest). Unsplit versions get a seeded stratified split."""
+    from engine.data.manifest import load_manifest
+    from engine.data.sources import DataError
+
+    try:
+        m = load_manifest(cfg.source.split(":", 1)[1])
+    except DataError as e:
+        raise DatasetError(str(e)) from e
+    classes = m.classes
+    if len(classes) < 2:
+        raise DatasetError(f"Dataset version {m.short_hash} has {len(classes)} class; a classifier needs two.")
+    root = Path(m.root)
+    if not root.is_dir():
+        raise DatasetError(f"The images of dataset version {m.short_hash} were in {root}, which is gone.")
+    index = {c: i for i, c in enumerate(classes)}
+    paths = [r.path for r in m.rows]
+    labels = np.asarray([index[r.label] for r in m.rows], dtype=np.int64)
+    if m.is_split:
+        parts = {s: np.asarray([i for i, r in enumerate(m.rows) if r.split == s], dtype=np.int64)
+                 for s in SPLITS}
+    else:
+        parts = stratified_split(labels, cfg.val_fraction, cfg.test_fraction, cfg.seed)
+    longtail = bool(cfg.longtail and cfg.imbalance_ratio > 1)
+    if longtail:
+        tr = parts["train"]
+        counts = np.bincount(labels[tr], minlength=len(classes))
+        lt = longtail_counts(int(cfg.n_max or counts.min()), len(classes), cfg.imbalance_ratio, cfg.profile)
+        parts["train"] = tr[longtail_indices(labels[tr], lt, cfg.seed)]
+    splits = {s: Split(labels=labels[ix], root=root, paths=[paths[i] for i in ix]) for s, ix in parts.items()}
+    # a split version used as it is keeps its own hash as the run's dataset version
+    return classes, splits, (m.hash if m.is_split and not longtail else None)
+
+
 def _mean_std(split: Split, channels: int, size: int, limit: int = 2000) -> tuple[tuple, tuple]:
     ds = ImageDataset(split, channels, None)
     n = len(ds)
@@ -204,9 +238,13 @@ def manifest_hash(source: str, class_names: list[str], splits: dict[str, Split])
 
 
 def prepare_data(cfg: DataConfig) -> PreparedData:
+    version = None
     if cfg.source.startswith("builtin:"):
         classes, splits, _ = _builtin(cfg)
         default_size, default_channels = 28, 1
+    elif cfg.source.startswith("version:"):
+        classes, splits, version = _version(cfg)
+        default_size, default_channels = 64, 3
     else:
         classes, splits, _ = _folder(cfg)
         default_size, default_channels = 64, 3
@@ -218,4 +256,4 @@ def prepare_data(cfg: DataConfig) -> PreparedData:
     mean, std = _mean_std(splits["train"], channels, size)
     return PreparedData(config=cfg, class_names=classes, splits=splits,
                         eval_spec=EvalSpec(size=size, channels=channels, mean=mean, std=std),
-                        version_id=manifest_hash(cfg.source, classes, splits))
+                        version_id=version or manifest_hash(cfg.source, classes, splits))
