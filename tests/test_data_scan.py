@@ -365,4 +365,5 @@ def test_near_pairs_equals_brute_force(threshold):
     h = np.unique(np.concatenate([base, np.array(near, dtype=np.uint64), long_run]))
     d = np.bitwise_count(h[:, None] ^ h[None, :])
     i, j = np.nonzero(np.triu(d <= threshold, 1))
-    assert np.array_equal(near_pairs(h, threshold), np.stack([i, j], axis=1))
+    pairs, complete = near_pairs(h, threshold)
+    assert complete and np.array_equal(pairs, np.stack([i, j], axis=1))

@@ -5,7 +5,8 @@ each with its path relative to the source root, its class and (if the source has
 Scanning (``engine.data.scan``) turns a listing into per-image facts.
 
 Paths a user types are only accepted inside the allowed data roots: ``$TAILLAB_DATA_ROOTS``
-(``os.pathsep``-separated) or, by default, the workspace and the user's home folder.
+(``os.pathsep``-separated, plus ``<workspace>/datasets`` where zips are extracted) or, by default,
+the workspace and the user's home folder.
 """
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
-from typing import Iterable, Sequence
+from typing import Iterable, NamedTuple, Sequence
 
 import numpy as np
 
@@ -105,6 +105,7 @@ class DatasetStats:
     corrupt: list[tuple[str, str]]  # (path, reason)
     duplicates: list[DuplicateGroup]
     near_duplicates: list[DuplicateGroup]
+    near_complete: bool  # False when the near-duplicate search was cut short
     tiny: list[tuple[str, int, int]]  # (path, width, height)
     extreme_aspect: list[tuple[str, int, int]]
     small_classes: list[tuple[str, int]]  # (class, usable images) below min_class_images
@@ -140,6 +141,7 @@ class DatasetStats:
             "near_duplicates": [list(g.paths) for g in self.near_duplicates],
             "duplicate_groups": [group(g) for g in self.duplicates],
             "near_duplicate_groups": [group(g) for g in self.near_duplicates],
+            "near_duplicates_complete": self.near_complete,
             "tiny": [{"path": p, "width": w, "height": h} for p, w, h in self.tiny],
             "extreme_aspect": [{"path": p, "width": w, "height": h} for p, w, h in self.extreme_aspect],
             "small_classes": [{"name": n, "count": c} for n, c in self.small_classes],
@@ -200,30 +202,39 @@ def shot_group(n: int, many: int = 100, few: int = 20) -> str:
 
 # --- duplicates ----------------------------------------------------------------------------------
 
-def near_pairs(hashes: np.ndarray, threshold: int) -> np.ndarray:
-    """Index pairs (i < j) of 64-bit hashes within Hamming distance ``threshold`` (sorted, unique).
+def near_pairs(hashes: np.ndarray, threshold: int, *, max_comparisons: int = 30_000_000
+               ) -> tuple[np.ndarray, bool]:
+    """(pairs, complete): index pairs (i < j, sorted, unique) of distinct 64-bit hashes within
+    Hamming distance ``threshold``, and whether the search finished within ``max_comparisons``.
 
-    Multi-index hashing: split the 64 bits into threshold + 1 blocks; two hashes within the
+    Multi-index hashing: split the varying bits into threshold + 1 blocks; two hashes within the
     threshold agree exactly on at least one block (pigeonhole), so only hashes sharing a block
-    value are compared. Pass distinct hashes: equal ones all share every block.
+    value are compared. Simple images (digits on a plain background) can give thousands of hashes
+    sharing blocks; the budget keeps the search bounded and ``complete`` says it was cut short.
     """
     h = np.asarray(hashes, dtype=np.uint64)
     n = len(h)
     if n < 2 or threshold <= 0:
-        return np.zeros((0, 2), dtype=np.int64)
-    nb = min(threshold + 1, 64)
-    edges = np.linspace(0, 64, nb + 1).astype(int)
+        return np.zeros((0, 2), dtype=np.int64), True
+    varying = int(np.bitwise_or.reduce(h ^ h[0]))  # bits every hash shares tell nothing apart
+    bits = [b for b in range(64) if varying >> b & 1]
+    if len(bits) <= threshold:
+        return _pairs_from(np.triu_indices(n, 1), n), True
     found: list[np.ndarray] = []
+    budget = [max_comparisons]
 
     def keep(a: np.ndarray, b: np.ndarray) -> None:
+        budget[0] -= len(a)
         close = np.bitwise_count(h[a] ^ h[b]) <= threshold
         if close.any():
             a, b = a[close], b[close]
             found.append(np.minimum(a, b).astype(np.int64) * n + np.maximum(a, b))
 
     short = 32  # runs up to this long: compare neighbours at offsets 1..short, all runs at once
-    for lo, hi in zip(edges[:-1], edges[1:]):
-        key = (h >> np.uint64(lo)) & np.uint64((1 << int(hi - lo)) - 1)
+    complete = True
+    for block in np.array_split(np.array(bits), threshold + 1):
+        mask = np.uint64(sum(1 << int(b) for b in block))
+        key = h & mask
         order = np.argsort(key, kind="stable")
         ks = key[order]
         for d in range(1, short + 1):
@@ -231,25 +242,33 @@ def near_pairs(hashes: np.ndarray, threshold: int) -> np.ndarray:
             if not same.any():
                 break
             keep(order[:-d][same], order[d:][same])
-        else:
-            # Some runs are longer (many hashes share this block value): compare all pairs within
-            # each long run, a block of rows at a time.
-            starts = np.flatnonzero(np.r_[True, ks[1:] != ks[:-1]])
-            sizes = np.diff(np.r_[starts, n])
-            for s0, m in zip(starts[sizes > short + 1], sizes[sizes > short + 1]):
-                members = order[s0:s0 + m]
-                hm = h[members]
-                rows = max(1, 2_000_000 // int(m))
-                for r0 in range(0, int(m) - 1, rows):
-                    dist = np.bitwise_count(hm[r0:r0 + rows, None] ^ hm[None, r0:])
-                    close = np.triu(dist <= threshold, 1)
-                    i, j = np.nonzero(close)
-                    if len(i):
-                        a, b = members[r0 + i], members[r0 + j]
-                        found.append(np.minimum(a, b).astype(np.int64) * n + np.maximum(a, b))
+        # Longer runs (many hashes share this block value): the remaining pairs of each run,
+        # a block of rows at a time.
+        starts = np.flatnonzero(np.r_[True, ks[1:] != ks[:-1]])
+        sizes = np.diff(np.r_[starts, n])
+        for s0, m in zip(starts[sizes > short + 1], sizes[sizes > short + 1]):
+            members = order[s0:s0 + m]
+            hm = h[members]
+            rows = max(1, 2_000_000 // int(m))
+            for r0 in range(0, int(m) - short - 1, rows):
+                if budget[0] <= 0:
+                    complete = False
+                    break
+                r1 = min(r0 + rows, int(m))
+                dist = np.bitwise_count(hm[r0:r1, None] ^ hm[None, r0:])
+                budget[0] -= dist.size
+                i, j = np.nonzero(np.triu(dist <= threshold, short + 1))
+                if len(i):
+                    a, b = members[r0 + i], members[r0 + j]
+                    found.append(np.minimum(a, b).astype(np.int64) * n + np.maximum(a, b))
     if not found:
-        return np.zeros((0, 2), dtype=np.int64)
-    codes = np.unique(np.concatenate(found))
+        return np.zeros((0, 2), dtype=np.int64), complete
+    return _pairs_from(None, n, np.unique(np.concatenate(found))), complete
+
+
+def _pairs_from(ij, n: int, codes: np.ndarray | None = None) -> np.ndarray:
+    if codes is None:
+        return np.stack([ij[0], ij[1]], axis=1).astype(np.int64)
     return np.stack([codes // n, codes % n], axis=1)
 
 
@@ -278,9 +297,14 @@ def _components(pairs: np.ndarray) -> list[list[int]]:
     return [sorted(set(g)) for g in groups.values()]
 
 
-def find_duplicates(images: Sequence[ImageFacts], *, near_threshold: int = 4
-                    ) -> tuple[list[DuplicateGroup], list[DuplicateGroup]]:
-    """(exact, near) duplicate groups among readable images, each sorted by path.
+class Duplicates(NamedTuple):
+    exact: list[DuplicateGroup]
+    near: list[DuplicateGroup]
+    near_complete: bool  # False: the near-duplicate search hit its budget (see near_pairs)
+
+
+def find_duplicates(images: Sequence[ImageFacts], *, near_threshold: int = 4) -> Duplicates:
+    """Exact and near duplicate groups among readable images, each group sorted by path.
 
     Exact: identical bytes. Near: dHash within ``near_threshold`` bits, joined transitively, with
     at least two different contents in the group (pure byte copies are only listed as exact).
@@ -304,7 +328,8 @@ def find_duplicates(images: Sequence[ImageFacts], *, near_threshold: int = 4
     ch = np.fromiter((g[0].dhash for g in contents), dtype=np.uint64, count=len(contents))
     uniq, inverse, counts = np.unique(ch, return_inverse=True, return_counts=True)
     inverse = inverse.ravel()
-    comps = _components(near_pairs(uniq, near_threshold)) if near_threshold > 0 else []
+    pairs, complete = near_pairs(uniq, near_threshold)
+    comps = _components(pairs)
     in_comp = {i for c in comps for i in c}
     comps += [[int(i)] for i in np.flatnonzero(counts > 1) if int(i) not in in_comp]
     comp_of = {h: k for k, c in enumerate(comps) for h in c}
@@ -315,7 +340,7 @@ def find_duplicates(images: Sequence[ImageFacts], *, near_threshold: int = 4
         members[k].extend(contents[ci])
         n_contents[k] += 1
     near = sorted((make(members[k]) for k in members if n_contents[k] > 1), key=lambda g: g.paths)
-    return exact, near
+    return Duplicates(exact, near, complete)
 
 
 # --- everything ----------------------------------------------------------------------------------
@@ -375,7 +400,7 @@ def compute_stats(scan: ScanResult, *, many: int = 100, few: int = 20, min_side:
     else:
         m = sd = np.zeros(4)
 
-    exact, near = find_duplicates(scan.images, near_threshold=near_threshold)
+    exact, near, near_complete = find_duplicates(scan.images, near_threshold=near_threshold)
     corrupt = [(f.rel, f.error) for f in scan.images if not f.ok]
     tiny = [(usable[i].rel, usable[i].width, usable[i].height) for i in np.flatnonzero(short < min_side)]
     extreme = [(usable[i].rel, usable[i].width, usable[i].height) for i in np.flatnonzero(aspects > max_aspect)]
@@ -388,6 +413,10 @@ def compute_stats(scan: ScanResult, *, many: int = 100, few: int = 20, min_side:
         warnings.append(f"{summary.num_classes} class(es) with usable images: training needs at least 2.")
     if corrupt:
         warnings.append(f"{len(corrupt)} file(s) cannot be read; they are left out of every figure.")
+    if not near_complete:
+        warnings.append("The near-duplicate search was cut short: very many images have almost the "
+                        "same dHash (typical of small, simple pictures on a plain background), so the "
+                        "near-duplicate groups are incomplete and not very meaningful here.")
     if any(g.leakage for g in exact + near):
         warnings.append("Some images appear in more than one split (train/val/test leakage).")
     if any(g.label_conflict for g in exact + near):
@@ -403,7 +432,8 @@ def compute_stats(scan: ScanResult, *, many: int = 100, few: int = 20, min_side:
         width=_summary(wh[:, 0]), height=_summary(wh[:, 1]), aspect=_summary(aspects),
         mean=tuple(float(v) for v in m[:3]), std=tuple(float(v) for v in sd[:3]),
         grey_mean=float(m[3]), grey_std=float(sd[3]), stats_split=stats_split,
-        corrupt=corrupt, duplicates=exact, near_duplicates=near, tiny=tiny, extreme_aspect=extreme,
+        corrupt=corrupt, duplicates=exact, near_duplicates=near, near_complete=near_complete,
+        tiny=tiny, extreme_aspect=extreme,
         small_classes=small, empty_classes=empty, warnings=warnings,
         settings=dict(many=many, few=few, min_side=min_side, max_aspect=max_aspect,
                       near_threshold=near_threshold, min_class_images=min_class_images),
