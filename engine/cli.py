@@ -4,6 +4,7 @@
     taillab train [--config run.toml] [--model small_cnn --epochs 5 ...] [--detach]
     taillab runs list [--json] | show RUN_ID [--json] | cancel RUN_ID | delete RUN_ID
     taillab predict --run RUN_ID IMAGE... [--top-k 5] [--json]
+    taillab posthoc RUN_ID --method logit_adjust|tau_norm [--json]
     taillab data stats|import|split|versions ...
 """
 from __future__ import annotations
@@ -36,13 +37,18 @@ _TRAIN_FLAGS = {  # flag -> (field, type); data fields go into cfg.data
     "lr": ("lr", float), "optimizer": ("optimizer", str), "seed": ("seed", int),
     "loss": ("loss", str), "sampler": ("sampler", str), "weight_decay": ("weight_decay", float),
     "name": ("name", str), "device": ("device", str), "scheduler": ("scheduler", str),
+    "init_from": ("init_from", str), "train_scope": ("train_scope", str),
 }
 _DATA_FLAGS = {"dataset": ("source", str), "imbalance_ratio": ("imbalance_ratio", float),
                "n_max": ("n_max", int), "data_seed": ("seed", int), "image_size": ("image_size", int)}
 
 
 def _add_train(sub) -> None:
-    p = sub.add_parser("train", help="train a model (a worker process; Ctrl-C cancels)")
+    p = sub.add_parser("train", help="train a model (a worker process; Ctrl-C cancels)",
+                       epilog="--init-from RUN starts from that run's best checkpoint, with its "
+                              "settings as defaults. cRT (re-train the classifier on the frozen "
+                              "backbone): --init-from RUN --train-scope classifier "
+                              "--sampler class_balanced --loss ce --epochs 5")
     p.add_argument("--config", type=Path, help="TOML file with TrainConfig settings ([data] table)")
     for flag, (_, typ) in {**_TRAIN_FLAGS, **_DATA_FLAGS}.items():
         p.add_argument("--" + flag.replace("_", "-"), dest=flag, type=typ)
@@ -54,6 +60,14 @@ def _add_train(sub) -> None:
 
 def build_train_config(args) -> TrainConfig:
     base: dict = {}
+    if args.init_from and not args.config:  # start from the settings of the run it builds on
+        from engine.store import open_store
+        from engine.store.api import RunNotFound
+        try:
+            base = dict(open_store().get_run(args.init_from).config, name="")
+        except RunNotFound:
+            raise ConfigError(f"--init-from: no run with id {args.init_from!r} "
+                              "(see: taillab runs list).") from None
     if args.config:
         if not args.config.is_file():
             raise ConfigError(f"Config file {args.config} does not exist.")
@@ -83,7 +97,8 @@ def cmd_train(args) -> int:
         print(to_toml(cfg))
         return 0
     store = open_store()
-    run = jobs.launch(cfg, store)
+    kind = "crt" if cfg.train_scope == "classifier" else "train"
+    run = jobs.launch(cfg, store, kind=kind, parent_run_id=cfg.init_from)
     print(f"run id: {run.id}  ({run.name})", flush=True)
     if args.detach:
         return 0
@@ -195,6 +210,25 @@ def cmd_predict(args) -> int:
     return 1 if failed else 0
 
 
+# --- posthoc ----------------------------------------------------------------------------------
+
+def cmd_posthoc(args) -> int:
+    from engine import posthoc
+    from engine.store import open_store
+
+    res = posthoc.apply_posthoc(open_store(), args.run_id, args.method)
+    if args.json:
+        print(json.dumps(res.to_dict(), indent=2))
+        return 0
+    print(f"{args.method} on run {res.parent_run_id}: tau = {res.tau:g} (best validation balanced "
+          f"accuracy); child run {res.run_id}")
+    print(f"{'test':8}" + "".join(f"{k:>12}" for k in posthoc.METRIC_KEYS))
+    for label in ("before", "after"):
+        m = getattr(res, label)["test"]
+        print(f"{label:8}" + "".join(f"{_fmt(m[k]):>12}" for k in posthoc.METRIC_KEYS))
+    return 0
+
+
 # --- dashboard --------------------------------------------------------------------------------
 
 def cmd_dashboard(args) -> int:
@@ -223,6 +257,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_predict)
+    p = sub.add_parser("posthoc", help="post-hoc logit adjustment or tau-normalisation of a finished "
+                                       "run, tau tuned on validation (recorded as a child run)")
+    p.add_argument("run_id")
+    p.add_argument("--method", required=True, help="logit_adjust or tau_norm")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_posthoc)
     try:
         from engine import cli_data
         cli_data.register(sub)

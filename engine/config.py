@@ -35,6 +35,7 @@ BUILTIN_SOURCES = ("builtin:mnist", "builtin:animal_mnist")
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULERS = ("cosine", "constant")
 DEVICES = ("auto", "cpu", "cuda")
+TRAIN_SCOPES = ("all", "classifier")
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,10 @@ class TrainConfig:
     name: str = ""  # shown in the run history; empty = "<model>-<dataset>"
     model: str = "small_cnn"  # see engine.models.list_models()
     pretrained: bool = False  # load offline ImageNet weights where the model has them
+    init_from: str | None = None  # run id whose best.pt initialises the model (cRT, fine-tuning)
+    # "all" trains every layer; "classifier" freezes the rest (BatchNorm statistics included),
+    # re-initialises the last layer and trains only it (cRT, Kang et al. 2020; needs init_from).
+    train_scope: str = "all"
     epochs: int = 5
     batch_size: int = 128
     lr: float = 0.05  # peak learning rate (per batch of batch_size images)
@@ -125,6 +130,12 @@ class TrainConfig:
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("scheduler", self.scheduler, SCHEDULERS)
         _choice("device", self.device, DEVICES)
+        _choice("train_scope", self.train_scope, TRAIN_SCOPES)
+        if self.init_from is not None and (not isinstance(self.init_from, str) or not self.init_from.strip()):
+            raise ConfigError(f"init_from must be a run id (see: taillab runs list), got {self.init_from!r}.")
+        if self.train_scope == "classifier" and not self.init_from:
+            raise ConfigError("train_scope 'classifier' re-trains only the last layer on a trained "
+                              "backbone: set init_from to the id of a finished run.")
         for name in ("epochs", "batch_size", "log_every"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:

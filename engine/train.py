@@ -20,10 +20,10 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from engine import imbalance
-from engine.config import TrainConfig, to_dict
+from engine.config import ConfigError, TrainConfig, to_dict
 from engine.data.datasets import ImageDataset, PreparedData, prepare_data
 from engine.evaluate import EvalResult, evaluate, per_class_counts
-from engine.models import create_model
+from engine.models import classifier, create_model
 from engine.transforms import EvalSpec, eval_transform
 
 
@@ -93,8 +93,11 @@ def lr_at(step: int, *, total: int, warmup: int, peak: float, schedule: str) -> 
 
 def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
     # No weight decay on norms and biases (the usual practice; decaying BN scales hurts).
-    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
+    # Frozen parameters (train_scope="classifier") are left out: momentum and weight decay
+    # would otherwise still move them.
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in trainable if p.ndim > 1]
+    no_decay = [p for p in trainable if p.ndim <= 1]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
     if cfg.optimizer == "sgd":
@@ -134,6 +137,9 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.opt
                     on_step: Callable[[float], None] | None = None) -> dict[str, float]:
     """One pass over ``loader``. Returns {"loss", "acc"} (acc on the un-mixed hard labels)."""
     model.train()
+    for m in model.modules():  # a frozen BatchNorm (cRT's backbone) keeps its running statistics
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.weight is not None and not m.weight.requires_grad:
+            m.eval()
     total_loss, correct, seen = 0.0, 0, 0
     for images, targets in loader:
         images = images.to(device, non_blocking=True)
@@ -203,6 +209,46 @@ class Checkpointer(Callback):
             save_checkpoint(self.folder / "best.pt", state, metrics=metrics)
 
 
+def checkpoint_path(run_id: str) -> Path:
+    """A run's best checkpoint (what ``init_from``, post-hoc methods and prediction load)."""
+    from engine import workspace
+    return workspace.home() / "runs" / run_id / "best.pt"
+
+
+def init_from_run(model: nn.Module, cfg: TrainConfig, data: PreparedData,
+                  device: torch.device) -> None:
+    """Load ``cfg.init_from``'s best checkpoint into ``model``. With train_scope "classifier":
+    load all but the last layer (that keeps its fresh initialisation) and freeze what was loaded."""
+    path = checkpoint_path(cfg.init_from)
+    if not path.is_file():
+        raise ConfigError(f"init_from: run {cfg.init_from!r} has no checkpoint ({path} is missing). "
+                          "Give the id of a finished run (see: taillab runs list).")
+    ck = torch.load(path, map_location=device, weights_only=False)
+    if ck["model"] != cfg.model or list(ck["class_names"]) != list(data.class_names):
+        raise ConfigError(
+            f"init_from: run {cfg.init_from} is a {ck['model']} over classes {ck['class_names']}; "
+            f"this run is a {cfg.model} over {data.class_names}. Use the same model and dataset.")
+    state = ck["model_state"]
+    if cfg.train_scope == "all":
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as e:  # e.g. LDAM's cosine head vs. a linear one
+            raise ConfigError(f"init_from: the checkpoint of run {cfg.init_from} does not fit this "
+                              f"model (was it trained with another loss head?): {e}") from e
+        return
+    head = classifier(model)
+    prefix = next(n for n, m in model.named_modules() if m is head) + "."
+    backbone = {k: v for k, v in state.items() if not k.startswith(prefix)}
+    missing, unexpected = model.load_state_dict(backbone, strict=False)
+    if unexpected or any(not k.startswith(prefix) for k in missing):
+        raise ConfigError(f"init_from: the backbone of run {cfg.init_from} does not fit this model "
+                          f"(missing {missing}, unexpected {unexpected}).")
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in head.parameters():
+        p.requires_grad_(True)
+
+
 def _emit(callbacks: Sequence[Callback], event: str, *args) -> None:
     for cb in callbacks:
         getattr(cb, event)(*args)
@@ -233,6 +279,8 @@ def fit(cfg: TrainConfig, callbacks: Sequence[Callback] = (), *,
     model = create_model(cfg.model, num_classes=data.num_classes, in_channels=spec.channels,
                          input_size=spec.size, pretrained=cfg.pretrained,
                          normed_head=cfg.loss == "ldam").to(device)
+    if cfg.init_from:
+        init_from_run(model, cfg, data, device)
 
     # criterion (deferred re-weighting swaps it at cfg.drw_epoch)
     criterion = imbalance.create_loss(cfg.loss, class_counts=counts, **cfg.loss_params).to(device)

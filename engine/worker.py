@@ -99,7 +99,9 @@ def _heartbeat(store: Store, run_id: str, stop: threading.Event) -> None:
             pass
 
 
-def run(run_id: str, store: Store | None = None) -> str:
+def run(run_id: str, store: Store | None = None, *, data=None) -> str:
+    """Train a queued run to its end status. ``data``: the run's PreparedData, when the caller
+    (a benchmark running many runs in one process) has it already."""
     store = store or open_store()
     run = store.get_run(run_id)
     if run.status != RunStatus.QUEUED:
@@ -116,7 +118,7 @@ def run(run_id: str, store: Store | None = None) -> str:
     try:
         cfg = train_config_from_dict(run.config)
         callbacks = [StoreLogger(store, run_id, cfg.log_every), CancelCheck(store, run_id)]
-        result = fit(cfg, callbacks, checkpoint_dir=workspace.run_dir(run_id))
+        result = fit(cfg, callbacks, data=data, checkpoint_dir=workspace.run_dir(run_id))
         folder = workspace.run_dir(run_id)
         for name in ("best.pt", "last.pt"):
             store.log_artifact(run_id, name, str(folder / name), "checkpoint")

@@ -9,7 +9,8 @@ from engine.store import RunStatus
 
 st.title("🔮 Predict")
 store = state.store()
-finished = [r for r in store.list_runs() if r.status == RunStatus.FINISHED]
+finished = [r for r in store.list_runs()  # post-hoc runs have no checkpoint of their own
+            if r.status == RunStatus.FINISHED and r.kind != "posthoc"]
 guard(bool(finished), "No finished run yet: train one on **Train** first.")
 
 labels = {r.id: f"{r.name} · test bal. acc {pct(r.latest.get('test/bal_acc'))} · {r.id[:8]}" for r in finished}

@@ -4,14 +4,14 @@ import json
 import pandas as pd
 import streamlit as st
 
-from dashboard import augment_ui, state, views
+from dashboard import augment_ui, posthoc_ui, state, views
 from dashboard.ui import duration, guard, pct, status_badge, when
 from engine import jobs
 from engine.store import RunStatus
 
 st.title("📈 Runs")
 store = state.store()
-runs = store.list_runs()
+runs = posthoc_ui.family_order(store.list_runs())  # derived runs right under their parent
 guard(bool(runs), "No runs yet. Start one on **Train** (or `taillab train` in a shell).")
 
 
@@ -21,7 +21,7 @@ def best(r):
 
 
 table = pd.DataFrame([{
-    "name": r.name, "status": status_badge(r.status),
+    "name": ("↳ " if r.parent_run_id else "") + r.name, "kind": r.kind, "status": status_badge(r.status),
     "dataset": r.config.get("data", {}).get("source", ""), "model": r.config.get("model", ""),
     "loss": r.config.get("loss", ""), "started": when(r.started_at or r.created_at),
     "duration": duration(r.duration_s), "best val bal. acc": pct(best(r)),
@@ -51,6 +51,8 @@ if run.status in RunStatus.ACTIVE:
 views.headline(run)
 views.curves(run, hist)
 views.per_class(store, run)
+posthoc_ui.methods(store, run)
+posthoc_ui.comparison(store, run)
 
 with st.expander("Configuration (reproduces this run: `taillab train --config run.toml`)"):
     from engine.config import to_toml, train_config_from_dict

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import tiny_config
+from tests.conftest import tiny_config
 from engine.evaluate import summarize
 from engine.train import CancelFit, Callback, NonFiniteLoss, fit, lr_at
 

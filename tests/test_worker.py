@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from conftest import tiny_config
+from tests.conftest import tiny_config
 from engine import jobs
 from engine.store import RunStatus
 
