@@ -244,7 +244,7 @@ def _knob(container, prefix: str, field: str, disabled: bool):
         return container.selectbox(label, lo, key=key, help=help_, disabled=disabled)
     if kind == "sizes":
         return container.text_input(label, key=key, help=help_, disabled=disabled,
-                                    placeholder="e.g. 24, 28, 32 (empty = off)")
+                                    placeholder="e.g. 24, 28, 32")
     if kind in ("slider", "range"):
         v = st.session_state.get(key)
         vals = v if isinstance(v, tuple) else (v,)
@@ -287,7 +287,7 @@ def editor(options: Mapping[str, tuple[str, dict]], few_threshold: int) -> None:
         c1.number_input("Tail: fewer than … training images", 0, 10**9, step=1,
                         key="augment.tail_threshold", disabled=not on)
         c2.selectbox("Tail recipe starts from", list(options), format_func=_option_label,
-                     key="augment.tail_start", index=None, placeholder="load a preset or saved recipe",
+                     key="augment.tail_start", index=None, placeholder="a preset or saved",
                      on_change=_load_tail_start, args=(options,), disabled=not on)
         for tab, fields in zip(st.tabs([t.split(" ", 1)[1] for t in GROUPS]), GROUPS.values()):
             with tab:
@@ -346,18 +346,23 @@ def mix_preview(cfg: AugmentConfig, data: PreparedData, images: list, labels: li
 
 
 def recipe_caption(recipe: Mapping | None, name: str | None = None, *, hint: bool = True) -> str:
-    """One line: a recipe's name and what it does (Train page: where to change it; Runs: no hint)."""
+    """One line: a recipe's name and what it does. With ``hint`` (Train page) the tail recipe is
+    summed up and the line says where to change it; without (Runs) every op is listed."""
     try:
-        lines = describe(AugmentConfig.from_dict(recipe or {}))
+        cfg = AugmentConfig.from_dict(recipe or {})
     except ConfigError as e:
         return f"⚠️ Augmentation recipe not usable: {e}"
+    lines = describe(cfg)
+    if hint and cfg.tail_aware:
+        lines[-1] = f"own recipe for tail classes (< {cfg.tail_threshold} images)"
     label = f"**{name}** · " if name else ""
     return (f"🎨 Augmentation: {label}{' · '.join(lines)}"
-            + (" — change it on **Augment & balance**." if hint else ""))
+            + (" — see or change it on **Augment & balance**." if hint else ""))
 
 
 def soft_target_losses() -> str:
-    return ", ".join(l.label for l in list_losses() if l.supports_soft_targets)
+    labels = [l.label for l in list_losses() if l.supports_soft_targets]
+    return ", ".join(labels[:-1]) + " or " + labels[-1]
 
 
 # --- class weights and sampling -------------------------------------------------------------------

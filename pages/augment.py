@@ -41,7 +41,9 @@ with left:
         cfg, problem = None, str(e)
 
     if problem:
-        st.error("**This recipe cannot be used:**\n\n" + "\n\n".join(problem.splitlines()))
+        with st.container(border=True):
+            st.markdown(f"❌ **Not usable** (see the message beside it). Training keeps using: "
+                        f"**{st.session_state.get(ui.NAME_KEY, 'none')}**")
     else:
         start = st.session_state[ui.START_KEY]
         st.session_state[ui.LAST_START_KEY] = start
@@ -52,8 +54,8 @@ with left:
         for w in warnings:
             st.warning(w)
         if cfg.batch_mix:
-            st.info(f"MixUp/CutMix make soft labels. Train with a loss that accepts them: "
-                    f"{ui.soft_target_losses()}. Batch size must be at least 2.")
+            st.info(f"MixUp/CutMix make soft labels: train with {ui.soft_target_losses()} "
+                    "(the other losses need hard labels), batch size 2 or more.")
         with st.container(border=True):
             st.markdown(f"✅ **Training will use: {name}**")
             st.markdown("  \n".join(f"· {line}" for line in describe(cfg)))
@@ -80,10 +82,11 @@ with right:
     n = p2.number_input("Views", 1, 8, 4, key="augment.n")
     seed = p3.number_input("Seed", 0, 2**31 - 1, 0, key="augment.seed",
                            help="The same seed shows the same views; change it for new ones.")
-    if not chosen:
+    if problem:
+        st.error("**This recipe cannot be used; fix it to see the preview.**\n\n"
+                 + "\n\n".join(problem.splitlines()))
+    elif not chosen:
         st.info("Choose at least one class to preview.")
-    elif cfg is None:
-        st.info("Fix the recipe on the left to see the preview.")
     else:
         images, labels = ui.pick_images(data, chosen, per_class=2 if len(chosen) < 3 else 1)
         with st.container(border=True):

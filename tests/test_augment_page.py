@@ -105,7 +105,8 @@ def test_bad_settings_show_an_error_not_a_traceback(page, key, value, message):
     assert any(message in e.value for e in at.error), [e.value for e in at.error]
     assert at.button(key="augment.save").disabled
     assert at.session_state["augment.config"] == good  # the last good recipe stays active
-    assert any("Fix the recipe" in i.value for i in at.info)
+    assert any("fix it to see the preview" in e.value for e in at.error)
+    assert not at.get("image")
 
 
 def test_crop_too_small_for_the_images_is_explained(page):
@@ -230,3 +231,25 @@ def test_mixup_recipe_trains_end_to_end(workspace):
 def test_mixup_with_focal_loss_is_refused():
     with pytest.raises(ConfigError, match="Losses that can: ce, weighted_ce"):
         tiny_config(loss="focal", augment={"mixup_alpha": 0.2})
+
+
+def test_tail_classes_are_previewed_first(page):
+    at = page
+    from engine.config import DataConfig, to_dict
+    at.session_state["data.config"] = to_dict(DataConfig(source="builtin:animal_mnist"))
+    at.run()
+    _no_exception(at)
+    labels = [m.value for m in at.markdown if "training images" in m.value]
+    assert labels and all("tail" in v for v in labels)  # Animal-MNIST-LT has 3 tail classes
+
+
+def test_recipe_caption_for_runs_and_train():
+    from dashboard.augment_ui import recipe_caption
+    recipe = {"hflip_prob": 0.5, "tail_threshold": 20, "tail_recipe": {"auto_policy": "augmix"}}
+    full = recipe_caption(recipe, hint=False)
+    assert "Horizontal flip p=0.5" in full and "AugMix" in full and "Augment & balance" not in full
+    short = recipe_caption(recipe, "mine")
+    assert "**mine**" in short and "own recipe for tail classes (< 20 images)" in short
+    assert "AugMix" not in short and "Augment & balance" in short
+    assert "No augmentation" in recipe_caption({}, hint=False)
+    assert "not usable" in recipe_caption({"hflip": 1}, hint=False)
