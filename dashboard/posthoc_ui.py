@@ -37,7 +37,7 @@ def methods(store: Store, run: Run) -> None:
     if run.status != RunStatus.FINISHED or run.kind not in KINDS_WITH_CHILDREN:
         return
     st.markdown("#### ⚖️ Correct the head bias of this run")
-    st.caption("Post-hoc methods change no weights of the backbone and take seconds: τ is chosen "
+    st.caption("Post-hoc methods re-train nothing and take seconds: τ is chosen "
                "on the validation split for balanced accuracy, then applied to test. cRT re-trains "
                "only the last layer on the frozen backbone with class-balanced sampling. Each "
                "result is a new run listed under this one.")
@@ -51,10 +51,11 @@ def methods(store: Store, run: Run) -> None:
                      help=posthoc.METHODS["tau_norm"]):
             with st.spinner("Tuning τ on validation ..."):
                 _toast(posthoc.apply_posthoc(store, run.id, "tau_norm"))
+        crt = c3.button("cRT (re-train classifier, balanced)", key="runs.crt", width="stretch",
+                        help="Classifier re-training (Kang et al. 2020): frozen backbone, fresh last "
+                             "layer, class-balanced sampler, plain cross-entropy.")
         epochs = c3.number_input("cRT epochs", 1, 1000, posthoc.CRT_EPOCHS, key="runs.crt.epochs")
-        if c3.button("cRT (re-train classifier, balanced)", key="runs.crt", width="stretch",
-                     help="Classifier re-training (Kang et al. 2020): frozen backbone, fresh last "
-                          "layer, class-balanced sampler, plain cross-entropy."):
+        if crt:
             child = posthoc.launch_crt(store, run.id, epochs=int(epochs))
             st.toast(f"cRT started: {child.name}")
     except (ConfigError, ValueError, FileNotFoundError) as e:

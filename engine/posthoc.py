@@ -229,11 +229,18 @@ def launch_crt(store: Store, run_id: str, *, epochs: int = CRT_EPOCHS, **overrid
 
 
 def family(store: Store, run_id: str) -> tuple[Run, list[Run]]:
-    """(root run, its children, oldest first) for ``run_id`` or its parent."""
-    run = store.get_run(run_id)
-    root = store.get_run(run.parent_run_id) if run.parent_run_id else run
-    kids = [r for r in store.list_runs() if r.parent_run_id == root.id]
-    return root, sorted(kids, key=lambda r: r.created_at)
+    """(root, its children oldest first): the root is ``run_id`` if it has children, else its
+    parent (so a post-hoc or cRT run is shown beside its siblings)."""
+    runs = store.list_runs()
+    by_id = {r.id: r for r in runs}
+    root = by_id.get(run_id) or store.get_run(run_id)
+
+    def children(rid: str) -> list[Run]:
+        return sorted((r for r in runs if r.parent_run_id == rid), key=lambda r: r.created_at)
+
+    if not children(root.id) and root.parent_run_id in by_id:
+        root = by_id[root.parent_run_id]
+    return root, children(root.id)
 
 
 def comparison_rows(root: Run, children: list[Run]) -> list[dict]:

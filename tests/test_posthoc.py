@@ -122,6 +122,10 @@ def test_crt_through_the_worker_is_a_child_run(ws):
     rows = posthoc.comparison_rows(root, kids)
     assert [r["method"] for r in rows] == ["original", "cRT"]
     assert rows[1]["delta_bal_acc"] == pytest.approx(rows[1]["bal_acc"] - rows[0]["bal_acc"])
+    # the cRT run has a checkpoint of its own: a post-hoc method on it makes it a family root
+    res = posthoc.apply_posthoc(store, run.id, "logit_adjust")
+    root, kids = posthoc.family(store, run.id)
+    assert root.id == run.id and [k.id for k in kids] == [res.run_id]
 
 
 def test_init_from_an_unknown_run_is_a_clear_error(ws):
@@ -224,6 +228,16 @@ def test_runs_page_block_buttons_create_child_runs(ws, monkeypatch):
     table = at.dataframe[0].value
     assert list(table["method"]) == ["original", "logit_adjust"]
     assert {"overall", "balanced", "head", "medium", "tail", "Δ balanced"} <= set(table.columns)
+    # cRT is a real worker process, like any run: it ends finished and joins the table
+    from engine import jobs
+    at.number_input(key="runs.crt.epochs").set_value(1)
+    at.button(key="runs.crt").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    crt = [r for r in store.list_runs() if r.parent_run_id == run_id and r.kind == "crt"]
+    assert len(crt) == 1 and crt[0].config["epochs"] == 1
+    assert jobs.wait(store, crt[0].id, timeout=300).status == "finished"
+    at.run()
+    assert list(at.dataframe[0].value["method"]) == ["original", "logit_adjust", "cRT"]
 
 
 def test_runs_page_with_runs_shows_no_error(ws, monkeypatch):
