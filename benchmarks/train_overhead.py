@@ -10,6 +10,7 @@ figure is the ratio of median images/s (ours / bare). Target >= 0.95.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -71,11 +72,13 @@ def main() -> None:
     from engine.store import open_store
     tmp = tempfile.mkdtemp(prefix="taillab-bench-")
     store = open_store(f"sqlite:///{tmp}/bench.db")
+    threads = max(1, (os.cpu_count() or 2) - 1)  # fit's default; the bare loop gets the same
     cfg = TrainConfig(data=DataConfig(n_max=args.n_max, val_per_class=10, test_per_class=10),
-                      epochs=1, batch_size=args.batch_size, lr=0.05, scheduler="constant")
+                      epochs=1, batch_size=args.batch_size, lr=0.05, scheduler="constant",
+                      threads=threads)
     data = prepare_data(cfg.data)
     steps = -(-len(data.splits["train"]) // cfg.batch_size)
-    torch.set_num_threads(torch.get_num_threads())
+    torch.set_num_threads(threads)
     run_bare(cfg, data)  # warm-up (allocator, kernels)
     ours, bare = [], []
     for i in range(args.repeats):

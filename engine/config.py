@@ -120,6 +120,7 @@ class TrainConfig:
     device: str = "auto"
     log_every: int = 10  # steps between training-loss points in the store
     num_workers: int = 0  # DataLoader worker processes
+    threads: int | None = None  # torch CPU threads; None = CPU cores - 1 (one left for the dashboard)
 
     def __post_init__(self) -> None:
         from engine.models import MODELS  # local: models imports torch
@@ -150,6 +151,9 @@ class TrainConfig:
         _positive("warmup_epochs", self.warmup_epochs, allow_zero=True)
         if self.num_workers < 0:
             raise ConfigError("num_workers must be >= 0.")
+        if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)
+                                         or self.threads < 1):
+            raise ConfigError(f"threads must be a whole number >= 1 (or empty for automatic), got {self.threads!r}.")
         if self.drw_epoch is not None and not 0 <= self.drw_epoch:
             raise ConfigError("drw_epoch must be >= 0 (or empty for no deferred re-weighting).")
         if not isinstance(self.loss_params, Mapping) or not isinstance(self.augment, Mapping):
