@@ -194,3 +194,65 @@ def draws_vs_counts(names: Sequence[str], counts: Sequence[int], groups: Sequenc
                                   "<extra>" + sampler + "</extra>")
     fig.update_layout(yaxis=_log_axis([*counts, *draws], "images (log)"))
     return _layout(fig, height=340, bargap=0.15, barmode="overlay")
+
+
+# --- Data studio ---------------------------------------------------------------------------------
+
+def image_sizes(widths: Sequence[int], heights: Sequence[int], *, max_points: int = 3000) -> go.Figure:
+    """Width x height: one dot per distinct size (bigger = more images), or a 2D histogram when
+    there are too many distinct sizes to draw."""
+    sizes = {}
+    for w, h in zip(widths, heights):
+        sizes[(int(w), int(h))] = sizes.get((int(w), int(h)), 0) + 1
+    fig = go.Figure()
+    if len(sizes) <= max_points:
+        pts = sorted(sizes.items(), key=lambda kv: -kv[1])
+        n = [c for _, c in pts]
+        top = max(n, default=1)
+        fig.add_scatter(x=[w for (w, _), _ in pts], y=[h for (_, h), _ in pts], mode="markers",
+                        marker=dict(size=[8 + 20 * math.sqrt((c - 1) / (top - 1)) if top > 1 else 8
+                                          for c in n], color="#4C78A8", opacity=0.6, line=dict(width=0)),
+                        customdata=n, hovertemplate="%{x} × %{y} px: %{customdata} images<extra></extra>",
+                        name="images")
+    else:
+        fig.add_histogram2d(x=[int(w) for w in widths], y=[int(h) for h in heights], nbinsx=50, nbinsy=50,
+                            colorscale="Blues", hovertemplate="%{x} × %{y} px: %{z} images<extra></extra>")
+    fig.update_xaxes(title="width (px)", rangemode="tozero")
+    fig.update_yaxes(title="height (px)", rangemode="tozero")
+    return _layout(fig, title="Image sizes", height=320, showlegend=False)
+
+
+def aspect_histogram(aspects: Sequence[float], *, max_aspect: float | None = None) -> go.Figure:
+    """Long side / short side of every image; the dotted line is the extreme-aspect threshold."""
+    fig = go.Figure(go.Histogram(x=[float(a) for a in aspects], marker_color="#72B7B2", nbinsx=40,
+                                 hovertemplate="aspect %{x}: %{y} images<extra></extra>"))
+    if max_aspect:
+        fig.add_vline(x=max_aspect, line_dash="dot", line_color="#E45756",
+                      annotation_text=f"extreme: > {max_aspect:g}", annotation_position="top left")
+    fig.update_xaxes(title="aspect ratio (long side / short side)")
+    fig.update_yaxes(title="images")
+    return _layout(fig, title="Aspect ratios", height=320, bargap=0.05)
+
+
+def breakdown(counts: dict[str, int], *, title: str) -> go.Figure:
+    """Horizontal bars, largest on top (file formats, colour modes)."""
+    items = sorted(counts.items(), key=lambda kv: kv[1])
+    fig = go.Figure(go.Bar(x=[v for _, v in items], y=[str(k) for k, _ in items], orientation="h",
+                           marker_color="#4C78A8", text=[f"{v:,}" for _, v in items], textposition="auto",
+                           hovertemplate="%{y}: %{x} images<extra></extra>"))
+    fig.update_xaxes(title="images")
+    fig.update_yaxes(type="category")
+    return _layout(fig, title=title, height=120 + 28 * len(items), showlegend=False)
+
+
+def version_comparison(labels: Sequence[str], a: Sequence[int], b: Sequence[int], *,
+                       name_a: str, name_b: str) -> go.Figure:
+    """Images per class in two dataset versions, side by side."""
+    fig = go.Figure()
+    fig.add_bar(x=list(map(str, labels)), y=[int(v) for v in a], name=name_a, marker_color="#9D9D9D",
+                hovertemplate="%{x}: %{y} images<extra>" + name_a + "</extra>")
+    fig.add_bar(x=list(map(str, labels)), y=[int(v) for v in b], name=name_b, marker_color="#4C78A8",
+                hovertemplate="%{x}: %{y} images<extra>" + name_b + "</extra>")
+    fig.update_xaxes(title="class")
+    fig.update_yaxes(title="images")
+    return _layout(fig, barmode="group", height=340, bargap=0.2)

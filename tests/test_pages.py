@@ -31,8 +31,9 @@ def test_data_page_default(app):
     assert float(ratio) == pytest.approx(100.0, rel=0.02)
 
 
-def test_data_page_bad_folder_gets_message(app, tmp_path):
+def test_data_page_bad_folder_gets_message(app, tmp_path, monkeypatch):
     at, _ = app
+    monkeypatch.setenv("TAILLAB_DATA_ROOTS", str(tmp_path))  # typed paths must lie in an allowed root
     at.run()
     at.radio(key="data.kind").set_value("Folder on the server").run()
     at.text_input(key="data.folder").set_value(str(tmp_path / "missing")).run()
