@@ -138,6 +138,12 @@ def naive_facts(path: str) -> dict:
             "grey_mean": grey.mean(), "grey_std": grey.std(), "dhash": int.from_bytes(bits.tobytes(), "big")}
 
 
+def _cpu_seconds() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)  # worker processes, once they have exited
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 # --- main ----------------------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> None:
@@ -152,11 +158,14 @@ def main(argv: list[str] | None = None) -> None:
 
     root = generate(args.dir, args.n, args.classes)
     cache = Path(tempfile.mkdtemp(prefix="taillab-bench-cache-"))
+    load_before = os.getloadavg()[0]
     try:
+        cpu0 = _cpu_seconds()
         t0 = time.perf_counter()
         scan = scan_folder(root, cache_dir=cache, workers=args.workers, roots=[root])
         stats = compute_stats(scan)
         t_first = time.perf_counter() - t0
+        cpu_first = _cpu_seconds() - cpu0
         n_files = len(scan.images)
 
         t0 = time.perf_counter()
@@ -191,6 +200,9 @@ def main(argv: list[str] | None = None) -> None:
         ("first scan + stats", f"{t_first:.2f} s", f"{rate:,.0f} files/s, {args.workers} workers"),
         ("re-scan + stats (cache)", f"{t_re:.2f} s", f"{n_files / t_re:,.0f} files/s"),
         ("naive loop", f"{t_naive:.2f} s", f"{naive_rate:,.0f} files/s on {len(sample):,} files"),
+        ("CPU time, first scan", f"{cpu_first:.1f} s", f"{cpu_first / n_files * 1e3:.2f} ms per file, all processes"),
+        ("load average (1 min)", f"{load_before:.1f} -> {os.getloadavg()[0]:.1f}",
+         f"{os.cpu_count()} CPUs; other work on the machine slows every figure"),
         ("problems found", f"{len(stats.corrupt)} unreadable",
          f"{len(stats.duplicates)} exact / {len(stats.near_duplicates)} near duplicate groups"),
         ("mean/std error vs full res", f"{err_mean:.5f} / {err_std:.5f}", "max over RGB, 0..1 scale"),

@@ -26,6 +26,7 @@ import multiprocessing
 import os
 import sqlite3
 import struct
+import sys
 import time
 import warnings
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -35,7 +36,7 @@ from pathlib import Path
 from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, JpegImagePlugin, PngImagePlugin, UnidentifiedImageError
 
 from engine import workspace
 from engine.data.io import MAX_PIXELS, convert_mode
@@ -83,53 +84,62 @@ _ZERO4 = (0.0, 0.0, 0.0, 0.0)
 
 # --- one file ------------------------------------------------------------------------------------
 
+# The two formats of nearly every dataset, opened by their plugin directly (Image.open would first
+# try format detectors one by one).
+_OPENERS = {b"\xff\xd8\xff\xe0": JpegImagePlugin.JpegImageFile, b"\xff\xd8\xff\xe1": JpegImagePlugin.JpegImageFile,
+            b"\xff\xd8\xff\xdb": JpegImagePlugin.JpegImageFile, b"\x89PNG": PngImagePlugin.PngImageFile}
+
+
 def _png_complete(data: bytes) -> bool:
     # Pillow decodes a PNG that lost its last bytes without complaint; a complete one ends in IEND.
     return data.rfind(b"IEND", max(0, len(data) - 4096)) >= 0
 
 
 def _decode_facts(data: bytes) -> tuple:
-    """(ok, error, format, mode, width, height, dhash, mean, sqmean) of an image's bytes."""
+    """(ok, error, format, mode, width, height, dhash, mean, sqmean) of an image's bytes.
+
+    The pixel-count limit is checked here, from the header, before anything is decoded; callers
+    silence Pillow's DecompressionBombWarning (see _facts_chunk).
+    """
     bad = (False,)
     if not data:
         return (*bad, "the file is empty (0 bytes)", "", "", 0, 0, 0, _ZERO4, _ZERO4)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+    try:
+        opener = _OPENERS.get(data[:4])
+        img = opener(io.BytesIO(data)) if opener else Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        return (*bad, "not an image file PIL can read (wrong extension or corrupt)",
+                "", "", 0, 0, 0, _ZERO4, _ZERO4)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        return (*bad, f"image is too large (possible decompression bomb): {e}",
+                "", "", 0, 0, 0, _ZERO4, _ZERO4)
+    except (OSError, SyntaxError, ValueError) as e:
+        return (*bad, f"the image header is corrupt ({e})", "", "", 0, 0, 0, _ZERO4, _ZERO4)
+    fmt, mode = img.format or "", img.mode
+    w, h = img.size
+    if w * h > MAX_PIXELS:
+        return (*bad, f"{w}x{h} pixels is over the {MAX_PIXELS:,}-pixel limit (possible "
+                "decompression bomb)", fmt, mode, w, h, 0, _ZERO4, _ZERO4)
+    orientation = 1
+    if "exif" in img.info or fmt in ("TIFF", "MPO"):
         try:
-            img = Image.open(io.BytesIO(data))
-        except UnidentifiedImageError:
-            return (*bad, "not an image file PIL can read (wrong extension or corrupt)",
-                    "", "", 0, 0, 0, _ZERO4, _ZERO4)
-        except Image.DecompressionBombError as e:
-            return (*bad, f"image is too large (possible decompression bomb): {e}",
-                    "", "", 0, 0, 0, _ZERO4, _ZERO4)
-        except (OSError, SyntaxError, ValueError) as e:
-            return (*bad, f"the image header is corrupt ({e})", "", "", 0, 0, 0, _ZERO4, _ZERO4)
-        fmt, mode = img.format or "", img.mode
-        w, h = img.size
-        if w * h > MAX_PIXELS:
-            return (*bad, f"{w}x{h} pixels is over the {MAX_PIXELS:,}-pixel limit (possible "
-                    "decompression bomb)", fmt, mode, w, h, 0, _ZERO4, _ZERO4)
-        orientation = 1
-        if "exif" in img.info or fmt in ("TIFF", "MPO"):
-            try:
-                orientation = int(img.getexif().get(0x0112, 1))
-            except Exception:  # a broken EXIF block must not make a good image unreadable
-                orientation = 1
-        if orientation in (5, 6, 7, 8):
-            w, h = h, w
-        try:
-            if fmt == "JPEG":
-                img.draft(img.mode, (STATS_SIDE, STATS_SIDE))  # keeps both sides >= STATS_SIDE
-            img.load()
-            if fmt == "PNG" and not _png_complete(data):
-                raise OSError("no IEND chunk: the file ends early")
-        except Image.DecompressionBombError as e:
-            return (*bad, f"image is too large (possible decompression bomb): {e}",
-                    fmt, mode, w, h, 0, _ZERO4, _ZERO4)
-        except (OSError, SyntaxError, ValueError, EOFError) as e:
-            return (*bad, f"the image data is truncated or corrupt ({e})",
-                    fmt, mode, w, h, 0, _ZERO4, _ZERO4)
+            orientation = int(img.getexif().get(0x0112, 1))
+        except Exception:  # a broken EXIF block must not make a good image unreadable
+            orientation = 1
+    if orientation in (5, 6, 7, 8):
+        w, h = h, w
+    try:
+        if fmt == "JPEG":
+            img.draft(img.mode, (STATS_SIDE, STATS_SIDE))  # keeps both sides >= STATS_SIDE
+        img.load()
+        if fmt == "PNG" and not _png_complete(data):
+            raise OSError("no IEND chunk: the file ends early")
+    except Image.DecompressionBombError as e:
+        return (*bad, f"image is too large (possible decompression bomb): {e}",
+                fmt, mode, w, h, 0, _ZERO4, _ZERO4)
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        return (*bad, f"the image data is truncated or corrupt ({e})",
+                fmt, mode, w, h, 0, _ZERO4, _ZERO4)
     try:
         if orientation != 1:
             img = ImageOps.exif_transpose(img)
@@ -178,7 +188,9 @@ def file_facts(path: str) -> tuple:
 
 
 def _facts_chunk(paths: list[str]) -> list[tuple]:
-    return [file_facts(p) for p in paths]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        return [file_facts(p) for p in paths]
 
 
 # --- cache ---------------------------------------------------------------------------------------
@@ -327,13 +339,20 @@ def _compute(prefix: str, entries: list[Entry], todo: list[int], workers: int):
     chunks = [todo[k:k + CHUNK] for k in range(0, len(todo), CHUNK)]
     paths = [[prefix + entries[i].rel for i in c] for c in chunks]
     pending = list(range(len(chunks)))
-    if workers > 1 and len(todo) >= MIN_PARALLEL:
+    if workers > 1 and len(todo) >= MIN_PARALLEL and _can_spawn():
         try:
             yield from _compute_pool(chunks, paths, pending, workers)
         except BrokenProcessPool:
             pass  # workers could not start (e.g. no importable __main__): finish here
     for k in pending:
         yield chunks[k], _facts_chunk(paths[k])
+
+
+def _can_spawn() -> bool:
+    # A spawned worker re-imports the parent's __main__ file; code run from stdin or `python -c`
+    # has none to import, and its workers would fail to start.
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+    return main_file is None or os.path.exists(main_file)
 
 
 def _compute_pool(chunks: list[list[int]], paths: list[list[str]], pending: list[int], workers: int):
