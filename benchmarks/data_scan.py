@@ -201,6 +201,8 @@ def main(argv: list[str] | None = None) -> None:
         ("re-scan + stats (cache)", f"{t_re:.2f} s", f"{n_files / t_re:,.0f} files/s"),
         ("naive loop", f"{t_naive:.2f} s", f"{naive_rate:,.0f} files/s on {len(sample):,} files"),
         ("CPU time, first scan", f"{cpu_first:.1f} s", f"{cpu_first / n_files * 1e3:.2f} ms per file, all processes"),
+        ("  rate if the CPUs were idle", f"{n_files / (cpu_first / min(args.workers, os.cpu_count() or 1)):,.0f} files/s",
+         "estimate: CPU time spread over the workers' cores"),
         ("load average (1 min)", f"{load_before:.1f} -> {os.getloadavg()[0]:.1f}",
          f"{os.cpu_count()} CPUs; other work on the machine slows every figure"),
         ("problems found", f"{len(stats.corrupt)} unreadable",
