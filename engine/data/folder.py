@@ -5,12 +5,14 @@ import os
 from pathlib import Path
 
 from engine.data.io import is_image_name
+from engine.data.sources import DataError
 
 NOISE = {"__MACOSX", ".DS_Store", "Thumbs.db", ".ipynb_checkpoints"}
 
 
-class DatasetError(ValueError):
-    """A data source we cannot use; the message says what is wrong and what to do."""
+class DatasetError(DataError):
+    """A data source we cannot use; the message says what is wrong and what to do.
+    (A DataError, so one ``except DataError`` covers every data problem.)"""
 
 
 def list_image_folder(root: str | os.PathLike) -> tuple[list[str], list[int], list[str]]:
