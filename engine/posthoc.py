@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from engine import imbalance
-from engine.config import TrainConfig, data_config_from_dict, to_dict, train_config_from_dict
+from engine.config import TrainConfig, data_config_from_dict, train_config_from_dict
 from engine.data.datasets import ImageDataset, PreparedData, prepare_data
 from engine.evaluate import per_class_counts, summarize
 from engine.models import classifier, create_model

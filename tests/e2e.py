@@ -20,6 +20,17 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-dev-shm-usage"]
 
 
+def require_chromium():
+    """For browser test modules: skip without Chromium, except in CI (CI=true), where a missing
+    browser is a failure. Returns playwright.sync_api."""
+    import pytest
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI"):
+            raise RuntimeError(f"CI needs Chromium at {CHROMIUM} for the browser tests (apt-get install chromium).")
+        pytest.skip(f"Chromium not installed at {CHROMIUM}", allow_module_level=True)
+    return pytest.importorskip("playwright.sync_api")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

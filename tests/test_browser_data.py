@@ -4,7 +4,6 @@ a zip that tries to write outside its folder is refused with a readable message.
 In CI (CI=true) a missing Chromium is a failure, not a skip.
 """
 import io
-import os
 import zipfile
 from pathlib import Path
 
@@ -12,16 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.e2e import CHROMIUM, browser, dashboard, wait_idle
+from tests.e2e import browser, dashboard, require_chromium, wait_idle
 
 pytestmark = pytest.mark.browser
 
-if not Path(CHROMIUM).exists():
-    if os.environ.get("CI"):
-        raise RuntimeError(f"CI needs Chromium at {CHROMIUM} for the browser tests (apt-get install chromium).")
-    pytest.skip(f"Chromium not installed at {CHROMIUM}", allow_module_level=True)
-
-sync_api = pytest.importorskip("playwright.sync_api")
+sync_api = require_chromium()
 
 
 def _png(colour, rng) -> bytes:

@@ -1,5 +1,4 @@
 import math
-import os
 import subprocess
 import sys
 from datetime import datetime, timedelta

@@ -9,7 +9,7 @@ import sys
 import time
 import uuid
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Iterable, Iterator, Mapping
 
 from sqlalchemy import delete, select
