@@ -20,7 +20,8 @@ guard(ckpt.is_file(), f"Run {run_id} has no checkpoint on disk (was its folder d
 predictor = state.predictor(run_id, ckpt.stat().st_mtime)
 spec = predictor.spec
 st.caption(f"Preprocessing, exactly as in this run's evaluation: resize to {spec.size}×{spec.size}, "
-           f"{'greyscale' if spec.channels == 1 else 'RGB'}, normalise with mean {spec.mean} and std {spec.std}. "
+           f"{'greyscale' if spec.channels == 1 else 'RGB'}, normalise with mean "
+           f"{', '.join(f'{m:.3f}' for m in spec.mean)} and std {', '.join(f'{s:.3f}' for s in spec.std)}. "
            "EXIF rotation is applied; transparency is composited on black.")
 
 files = st.file_uploader("Drop images here (PNG, JPEG, WebP, BMP)", type=["png", "jpg", "jpeg", "webp", "bmp"],
