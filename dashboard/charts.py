@@ -9,6 +9,7 @@ import plotly.graph_objects as go
 
 GROUP_COLORS = {"many": "#4C78A8", "medium": "#F58518", "few": "#E45756"}
 GROUP_LABELS = {"many": "Head (many-shot)", "medium": "Medium", "few": "Tail (few-shot)"}
+RUN_PALETTE = ["#4C78A8", "#F58518", "#54A24B", "#B279A2", "#9D755D", "#E45756", "#72B7B2", "#EECA3B"]
 SPLIT_COLORS = {"train": "#4C78A8", "val": "#72B7B2", "test": "#B279A2"}
 
 
@@ -123,7 +124,7 @@ def topk_bars(labels: Sequence[str], probs: Sequence[float]) -> go.Figure:
 def group_comparison(run_names: Sequence[str], values: dict[str, Sequence[float | None]]) -> go.Figure:
     """Grouped bars: for each metric (overall, balanced, head, medium, tail) one bar per run."""
     fig = go.Figure()
-    palette = ["#4C78A8", "#F58518", "#54A24B", "#B279A2", "#9D755D", "#E45756", "#72B7B2", "#EECA3B"]
+    palette = RUN_PALETTE
     metrics = list(values)
     for j, name in enumerate(run_names):
         ys = [values[m][j] for m in metrics]
@@ -132,7 +133,9 @@ def group_comparison(run_names: Sequence[str], values: dict[str, Sequence[float 
                     text=["—" if v is None or math.isnan(v) else f"{v * 100:.1f}" for v in ys],
                     textposition="outside", hovertemplate="%{x}: %{y:.1f}%<extra>" + str(name) + "</extra>")
     fig.update_yaxes(title="test accuracy (%)", range=[0, 105])
-    return _layout(fig, title="Test accuracy by class group", barmode="group", height=380)
+    fig = _layout(fig, title="Test accuracy by class group", barmode="group", height=420)
+    fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.12, xanchor="left", x=0))  # long run names
+    return fig
 
 
 SHORT_GROUP_LABELS = {"many": "head", "medium": "medium", "few": "tail"}

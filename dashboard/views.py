@@ -111,9 +111,11 @@ def compare(store: Store, runs: list[Run]) -> None:
         if h:
             series[name] = (h[1], h[2])
     if series:
-        st.plotly_chart(charts.epoch_curves(series, title="Validation balanced accuracy per epoch",
-                                            y_title="balanced accuracy (%)", percent=True),
-                        width="stretch")
+        colors = {n: charts.RUN_PALETTE[j % len(charts.RUN_PALETTE)] for j, n in enumerate(names)}
+        fig = charts.epoch_curves(series, title="Validation balanced accuracy per epoch",
+                                  y_title="balanced accuracy (%)", percent=True, colors=colors)
+        fig.update_layout(height=380, legend=dict(orientation="h", yanchor="top", y=-0.2, xanchor="left", x=0))
+        st.plotly_chart(fig, width="stretch")
     rows = [{"run": n, **{k: pct(v[i]) for k, v in values.items()},
              "loss": r.config.get("loss"), "sampler": r.config.get("sampler"),
              "epochs": r.config.get("epochs"), "model": r.config.get("model")}
