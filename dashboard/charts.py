@@ -66,7 +66,7 @@ def split_counts(names: Sequence[str], per_split: dict[str, Sequence[int]]) -> g
     return _layout(fig, barmode="group", height=300)
 
 
-def step_loss(steps: Sequence[int], values: Sequence[float], *, steps_per_epoch: int | None = None) -> go.Figure:
+def step_loss(steps: Sequence[int], values: Sequence[float]) -> go.Figure:
     fig = go.Figure()
     fig.add_scatter(x=list(steps), y=list(values), mode="lines" if len(steps) > 30 else "lines+markers",
                     name="training loss (per step)",
