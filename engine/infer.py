@@ -47,7 +47,7 @@ class Predictor:
     @classmethod
     def for_run(cls, run_id: str, device: str = "cpu") -> "Predictor":
         from engine import workspace
-        return cls(workspace.home() / "runs" / run_id / "best.pt", device)
+        return cls(workspace.best_checkpoint(run_id), device)
 
     def preprocess(self, src: str | os.PathLike | bytes | BinaryIO) -> torch.Tensor:
         """Raises engine.data.io.ImageReadError with a readable reason for bad files."""

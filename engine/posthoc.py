@@ -30,7 +30,8 @@ from engine.data.datasets import ImageDataset, PreparedData, prepare_data
 from engine.evaluate import per_class_counts, summarize
 from engine.models import classifier, create_model
 from engine.store import Run, RunStatus, Store
-from engine.train import checkpoint_path, make_loader
+from engine.train import make_loader
+from engine.workspace import best_checkpoint as checkpoint_path
 from engine.transforms import EvalSpec, eval_transform
 
 METHODS = {

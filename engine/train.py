@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from engine import imbalance
+from engine import imbalance, workspace
 from engine.config import ConfigError, TrainConfig, to_dict
 from engine.data.datasets import ImageDataset, PreparedData, prepare_data
 from engine.evaluate import EvalResult, evaluate, per_class_counts
@@ -209,17 +209,11 @@ class Checkpointer(Callback):
             save_checkpoint(self.folder / "best.pt", state, metrics=metrics)
 
 
-def checkpoint_path(run_id: str) -> Path:
-    """A run's best checkpoint (what ``init_from``, post-hoc methods and prediction load)."""
-    from engine import workspace
-    return workspace.home() / "runs" / run_id / "best.pt"
-
-
 def init_from_run(model: nn.Module, cfg: TrainConfig, data: PreparedData,
                   device: torch.device) -> None:
     """Load ``cfg.init_from``'s best checkpoint into ``model``. With train_scope "classifier":
     load all but the last layer (that keeps its fresh initialisation) and freeze what was loaded."""
-    path = checkpoint_path(cfg.init_from)
+    path = workspace.best_checkpoint(cfg.init_from)
     if not path.is_file():
         raise ConfigError(f"init_from: run {cfg.init_from!r} has no checkpoint ({path} is missing). "
                           "Give the id of a finished run (see: taillab runs list).")

@@ -31,9 +31,7 @@ class StoreLogger(Callback):
         v = self.store.add_dataset_version(
             id=d.version_id, name=state.cfg.display_name.split("-", 1)[-1], source=d.config.source,
             class_counts=d.class_counts(), config=json.loads(json.dumps(d.config.__dict__)))
-        with self.store.session() as s:
-            from engine.store.models import RunRow
-            s.get(RunRow, self.run_id).dataset_version_id = v.id
+        self.store.set_dataset_version(self.run_id, v.id)
         self.store.mark_running(self.run_id, total_steps=state.total_steps)
         self.store.set_tags(self.run_id, {
             "eval_spec": json.dumps(d.eval_spec.to_dict()),

@@ -25,6 +25,11 @@ def run_dir(run_id: str) -> Path:
     return p
 
 
+def best_checkpoint(run_id: str) -> Path:
+    """A run's best checkpoint: what prediction, ``init_from`` and post-hoc methods load."""
+    return home() / "runs" / run_id / "best.pt"
+
+
 def cache_dir() -> Path:
     p = Path(os.environ["TAILLAB_CACHE_DIR"]) if os.environ.get("TAILLAB_CACHE_DIR") else home() / "cache"
     p.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,7 @@ guard(bool(finished), "No finished run yet: train one on **Train** first.")
 
 labels = {r.id: f"{r.name} · test bal. acc {pct(r.latest.get('test/bal_acc'))} · {r.id[:8]}" for r in finished}
 run_id = st.selectbox("Model (a finished run)", list(labels), format_func=labels.get, key="predict.run")
-ckpt = workspace.home() / "runs" / run_id / "best.pt"
+ckpt = workspace.best_checkpoint(run_id)
 guard(ckpt.is_file(), f"Run {run_id} has no checkpoint on disk (was its folder deleted?).")
 predictor = state.predictor(run_id, ckpt.stat().st_mtime)
 spec = predictor.spec

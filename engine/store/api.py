@@ -178,9 +178,9 @@ class Store:
             row = self._get(s, run_id)
             row.pid, row.host, row.heartbeat_at = pid, socket.gethostname(), _now()
 
-    def set_total_steps(self, run_id: str, total_steps: int) -> None:
+    def set_dataset_version(self, run_id: str, version_id: str) -> None:
         with self.session() as s:
-            self._get(s, run_id).total_steps = total_steps
+            self._get(s, run_id).dataset_version_id = version_id
 
     def end_run(self, run_id: str, status: str, error: str | None = None) -> None:
         if status not in RunStatus.ENDED:
