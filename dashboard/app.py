@@ -20,9 +20,19 @@ from engine.store import RunStatus  # noqa: E402
 
 st.set_page_config(page_title="TailLab", page_icon="🦎", layout="wide")
 
+DATA = st.Page("../pages/data.py", title="Data", icon="📊", url_path="data")
+
+
+def _home() -> None:
+    # Streamlit serves the default page at "/" only: a default Data page made "/data" a
+    # "Page not found". The app root is this hidden page, which opens Data at /data.
+    st.switch_page(DATA)
+
+
 PAGES = {
     "Prepare": [
-        st.Page("../pages/data.py", title="Data", icon="📊", default=True, url_path="data"),
+        st.Page(_home, title="TailLab", icon="🦎", default=True, url_path="home", visibility="hidden"),
+        DATA,
         st.Page("../pages/augment.py", title="Augment & balance", icon="🎨", url_path="augment"),
     ],
     "Train": [
@@ -35,17 +45,36 @@ PAGES = {
 }
 nav = st.navigation(PAGES)
 
-with st.sidebar:
-    st.markdown("### 🦎 TailLab")
-    st.caption("Image classifiers for long-tailed data: head, medium and tail classes, every step.")
-    cfg = state.current_data_config()
-    st.markdown(f"**Dataset:** `{cfg.source}`" + (f" · ratio {cfg.imbalance_ratio:g}"
-                                                  if cfg.source.startswith("builtin:") else ""))
+
+@st.fragment(run_every="3s")
+def training_now() -> None:
+    """Active runs. A fragment of its own: the sidebar is drawn before the page runs, so a run
+    launched by the Train page (which then only reruns its live fragment) would never show."""
     active = [r for r in state.store().list_runs(limit=50) if r.status in RunStatus.ACTIVE]
     if active:
         st.markdown("**Training now**")
         for r in active[:3]:
             st.caption(f"{status_badge(r.status)} {r.name}")
+        if len(active) > 3:
+            st.caption(f"… and {len(active) - 3} more on **Runs**")
+
+
+with st.sidebar:
+    st.markdown("### 🦎 TailLab")
+    st.caption("Image classifiers for long-tailed data: head, medium and tail classes, every step.")
+    dataset_slot = st.empty()
+    training_now()
     st.caption(f"Workspace: `{workspace.home()}`")
 
+
+def show_dataset() -> None:
+    line, train_uses = state.dataset_lines(on_data_page=nav.url_path == DATA.url_path)
+    with dataset_slot.container():
+        st.markdown(f"**Dataset:** {line}")
+        if train_uses:
+            st.caption(train_uses)
+
+
+show_dataset()  # stays if the page stops early
 nav.run()
+show_dataset()  # again: the Data page may have changed the dataset (or the one in view) meanwhile

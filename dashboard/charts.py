@@ -8,7 +8,8 @@ import numpy as np
 import plotly.graph_objects as go
 
 GROUP_COLORS = {"many": "#4C78A8", "medium": "#F58518", "few": "#E45756"}
-GROUP_LABELS = {"many": "Head (many-shot)", "medium": "Medium", "few": "Tail (few-shot)"}
+# One name per group in every label, legend and table of the dashboard (store keys stay many / few).
+GROUP_LABELS = {"many": "head", "medium": "medium", "few": "tail"}
 RUN_PALETTE = ["#4C78A8", "#F58518", "#54A24B", "#B279A2", "#9D755D", "#E45756", "#72B7B2", "#EECA3B"]
 SPLIT_COLORS = {"train": "#4C78A8", "val": "#72B7B2", "test": "#B279A2"}
 
@@ -20,11 +21,18 @@ def _layout(fig: go.Figure, *, title: str | None = None, height: int = 360, **kw
     return fig
 
 
+def class_order(names: Sequence, counts: Sequence[int]) -> list[int]:
+    """Indices of classes by training count, largest first, then by name: the one order of every
+    class chart and table."""
+    return sorted(range(len(names)), key=lambda i: (-int(counts[i]), str(names[i])))
+
+
 def class_histogram(names: Sequence[str], counts: Sequence[int], groups: Sequence[str], *,
                     log_y: bool = False, show_cumulative: bool = True,
                     many_threshold: int | None = None, few_threshold: int | None = None) -> go.Figure:
-    """Bars sorted high to low, coloured head / medium / tail, with the cumulative share line."""
-    order = np.argsort(-np.asarray(counts), kind="stable")
+    """Bars sorted high to low (ties by name), coloured head / medium / tail, with the cumulative
+    share line."""
+    order = class_order(names, counts)
     names = [str(names[i]) for i in order]
     counts = [int(counts[i]) for i in order]
     groups = [groups[i] for i in order]
@@ -94,8 +102,9 @@ def epoch_curves(series: dict[str, tuple[Sequence[float], Sequence[float]]], *, 
 
 def per_class_accuracy(names: Sequence[str], acc: Sequence[float | None], groups: Sequence[str],
                        train_counts: Sequence[int]) -> go.Figure:
-    """Per-class accuracy bars in training-count order (head left, tail right)."""
-    order = np.argsort(-np.asarray(train_counts), kind="stable")
+    """Per-class accuracy bars in training-count order (head left, tail right). Every class is on
+    the axis, and each bar carries its value as text, so a class at 0% (no bar) still shows '0%'."""
+    order = class_order(names, train_counts)
     fig = go.Figure()
     for g in ("many", "medium", "few"):
         idx = [i for i in order if groups[i] == g]
@@ -103,12 +112,15 @@ def per_class_accuracy(names: Sequence[str], acc: Sequence[float | None], groups
             fig.add_bar(x=[str(names[i]) for i in idx],
                         y=[(acc[i] or 0) * 100 for i in idx], name=GROUP_LABELS[g],
                         marker_color=GROUP_COLORS[g],
+                        text=["n/a" if acc[i] is None else f"{acc[i] * 100:.0f}%" for i in idx],
+                        textposition="outside", cliponaxis=False,
+                        textfont=dict(size=10 if len(names) <= 30 else 8, color=GROUP_COLORS[g]),
                         customdata=[train_counts[i] for i in idx],
                         hovertemplate="%{x}: %{y:.1f}% (%{customdata} training images)<extra></extra>")
-    fig.update_xaxes(categoryorder="array", categoryarray=[str(names[i]) for i in order],
-                     title="class (sorted by training images)")
-    fig.update_yaxes(title="test accuracy (%)", range=[0, 101])
-    return _layout(fig, title="Per-class test accuracy", height=320)
+    fig.update_xaxes(type="category", categoryorder="array", categoryarray=[str(names[i]) for i in order],
+                     tickmode="linear", dtick=1, title="class (sorted by training images)")
+    fig.update_yaxes(title="test accuracy (%)", range=[0, 112], tickvals=[0, 20, 40, 60, 80, 100])
+    return _layout(fig, title="Per-class test accuracy", height=340, uniformtext=dict(minsize=7, mode="show"))
 
 
 def topk_bars(labels: Sequence[str], probs: Sequence[float]) -> go.Figure:
@@ -138,7 +150,7 @@ def group_comparison(run_names: Sequence[str], values: dict[str, Sequence[float 
     return fig
 
 
-SHORT_GROUP_LABELS = {"many": "head", "medium": "medium", "few": "tail"}
+SHORT_GROUP_LABELS = GROUP_LABELS  # the older name
 
 
 def _log_axis(values: Sequence[float], title: str) -> dict:
@@ -152,7 +164,7 @@ def _log_axis(values: Sequence[float], title: str) -> dict:
 
 def _count_bars(fig: go.Figure, names: Sequence[str], counts: Sequence[int], groups: Sequence[str]) -> list[str]:
     """Training-count bars sorted high to low, coloured head / medium / tail; returns the x order."""
-    order = np.argsort(-np.asarray(counts), kind="stable").tolist()
+    order = class_order(names, counts)
     for g in ("many", "medium", "few"):
         idx = [i for i in order if groups[i] == g]
         if idx:
@@ -169,7 +181,7 @@ def weights_vs_counts(names: Sequence[str], counts: Sequence[int], groups: Seque
     """Class counts (bars, left log axis) with each class's loss weight (line, right log axis)."""
     fig = go.Figure()
     x = _count_bars(fig, names, counts, groups)
-    order = np.argsort(-np.asarray(counts), kind="stable").tolist()
+    order = class_order(names, counts)
     share = np.asarray(counts, float) * np.asarray(weights, float)
     share = (share / share.sum() * 100).tolist()
     fig.add_scatter(x=x, y=[float(weights[i]) for i in order], yaxis="y2", mode="lines+markers",
@@ -189,7 +201,7 @@ def draws_vs_counts(names: Sequence[str], counts: Sequence[int], groups: Sequenc
     """Class counts (bars) with the expected images drawn per class in one epoch (line), same log axis."""
     fig = go.Figure()
     x = _count_bars(fig, names, counts, groups)
-    order = np.argsort(-np.asarray(counts), kind="stable").tolist()
+    order = class_order(names, counts)
     fig.add_scatter(x=x, y=[float(draws[i]) for i in order], mode="lines+markers",
                     name="drawn per epoch", line=dict(color="#222222", width=2), marker=dict(size=7),
                     customdata=[float(draws[i]) / int(counts[i]) for i in order],

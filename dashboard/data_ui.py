@@ -96,16 +96,17 @@ def builtin(current: DataConfig) -> None:
                "sets are kept as they are (balanced for the built-ins), so accuracy on them shows how the "
                "model does on every class.")
     with st.expander("Images per class and split", expanded=False):
-        table = pd.DataFrame({"class": data.class_names, "group": groups,
+        table = pd.DataFrame({"class": data.class_names, "group": [charts.GROUP_LABELS[g] for g in groups],
                               **{s: data.counts(s) for s in ("train", "val", "test")}})
-        st.dataframe(table.sort_values("train", ascending=False), hide_index=True, width="stretch")
+        # the histogram's order: training count, largest first, then name
+        st.dataframe(table.iloc[charts.class_order(data.class_names, counts)], hide_index=True, width="stretch")
     with st.expander("Sample images (tail classes first)", expanded=False):
         from engine.data.datasets import ImageDataset
         ds = ImageDataset(data.splits["train"], data.eval_spec.channels, None)
         labels = data.splits["train"].labels
         for c in np.argsort(counts)[: min(6, data.num_classes)]:
             cols = st.columns(9)
-            cols[0].markdown(f"**{data.class_names[c]}**  \n{counts[c]} imgs · {groups[c]}")
+            cols[0].markdown(f"**{data.class_names[c]}**  \n{counts[c]} imgs · {charts.GROUP_LABELS[groups[c]]}")
             for col, i in zip(cols[1:], np.flatnonzero(labels == c)[:8]):
                 col.image(ds.raw(int(i)).permute(1, 2, 0).numpy().squeeze(), clamp=True, width="stretch")
     st.success(f"Training will use this dataset (version `{data.version_id[:12]}`). Next: **Train** in the sidebar.")
@@ -333,7 +334,9 @@ def _classes_tab(s: DatasetStats, split: str, summ) -> None:
     table = pd.DataFrame({"class": names, "group": [charts.SHORT_GROUP_LABELS[g] for g in groups],
                           "images": [c.count for c in s.classes],
                           **{k: [c.per_split.get(k, 0) for c in s.classes] for k in s.splits if k != UNSPLIT}})
-    st.caption("Images per class and split (click a column header to sort).")
+    table = table.iloc[charts.class_order(names, counts)]  # the histogram's order
+    st.caption("Images per class and split, largest class first as in the histogram (click a column header "
+               "to sort).")
     st.dataframe(table, hide_index=True, width="stretch", key="data.class_table",
                  height=min(36 + 35 * len(table), 400))
 

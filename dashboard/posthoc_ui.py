@@ -95,4 +95,4 @@ def _comparison_table(root: Run, kids: list[Run]) -> None:
         "Δ balanced": "" if r["delta_bal_acc"] is None else f"{r['delta_bal_acc'] * 100:+.1f} pts",
     } for r in rows], hide_index=True, width="stretch", key=f"runs.family.{root.id}")
     st.caption("Test accuracy. Head / medium / tail: classes with more than / between / fewer than "
-               "the dataset's many- and few-shot thresholds of training images.")
+               "the dataset's head and tail thresholds of training images.")

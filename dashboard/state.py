@@ -46,3 +46,56 @@ def current_data_config() -> DataConfig:
 
 def set_data_config(cfg: DataConfig) -> None:
     st.session_state[DATA_KEY] = to_dict(cfg)
+
+
+# --- what the sidebar says about the dataset -------------------------------------------------------
+
+IN_VIEW_KEY = "data.in_view"  # (kind, path or hash) of the source the Data studio shows, or None
+
+
+def set_in_view(ref: tuple[str, str] | None) -> None:
+    """Called by the Data page on every run: the studio's source in view (None: the built-ins,
+    or nothing chosen yet), so the sidebar can say when it is not what Train uses."""
+    st.session_state[IN_VIEW_KEY] = ref
+
+
+def describe_source(source: str) -> str:
+    """A DataConfig source or a studio ref as a short Markdown phrase."""
+    if source.startswith("builtin:"):
+        return f"`{source}`"
+    if source.startswith("version:"):
+        h = source.split(":", 1)[1]
+        try:
+            names = {v.id: v.name for v in store().list_dataset_versions()}
+        except Exception:  # noqa: BLE001 — a label only
+            names = {}
+        name = next((n for i, n in names.items() if i.startswith(h) and n), None)
+        return f"version `{h[:12]}`" + (f" ({name})" if name else "")
+    kind = "CSV" if source.lower().endswith(".csv") else "folder"
+    return f"{kind} `{source.rstrip('/').rsplit('/', 1)[-1] or source}`"
+
+
+def _ref_source(ref: tuple[str, str]) -> str:
+    kind, target = ref
+    return f"version:{target}" if kind == "version" else target
+
+
+def _same(ref_source: str, train_source: str) -> bool:
+    if ref_source.startswith("version:") and train_source.startswith("version:"):
+        a, b = ref_source[8:], train_source[8:]
+        return bool(a and b) and (a.startswith(b) or b.startswith(a))
+    return ref_source == train_source
+
+
+def dataset_lines(*, on_data_page: bool) -> tuple[str, str | None]:
+    """(the dataset line, a caption or None). The line names the dataset in view on the Data page
+    (elsewhere: the one Train uses); the caption says what Train uses when that differs."""
+    cfg = current_data_config()
+    train = describe_source(cfg.source) + (f" · ratio {cfg.imbalance_ratio:g}"
+                                           if cfg.source.startswith("builtin:") else "")
+    ref = st.session_state.get(IN_VIEW_KEY) if on_data_page else None
+    if not ref or _same(_ref_source(ref), cfg.source):
+        return train, None
+    return (f"{describe_source(_ref_source(ref))} (in view on Data)",
+            f"Train uses {train}: save the one in view as a version and press **Train on this version** "
+            "to train on it.")

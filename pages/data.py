@@ -21,6 +21,7 @@ def studio() -> None:
     """Your own images: scan -> look -> fix -> classes and splits -> save a version -> train."""
     try:
         ref = data_ui.pick_source(kind, current)
+        state.set_in_view(ref)
         if ref is None:
             return
         c1, c2 = st.columns([6, 1], vertical_alignment="center")
@@ -58,6 +59,7 @@ def studio() -> None:
 
 
 if kind == data_ui.BUILTIN:
+    state.set_in_view(None)
     data_ui.builtin(current)
 else:
     studio()
