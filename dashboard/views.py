@@ -1,12 +1,14 @@
 """Blocks of UI shared by pages: a run's progress, curves and per-class results."""
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 
 import streamlit as st
 
 from dashboard import charts
 from dashboard.ui import duration, pct, status_badge
+from engine import workspace
 from engine.store import Run, RunStatus, Store
 
 GROUP_SERIES = {"balanced": "val/bal_acc", "overall": "val/acc", "head": "val/many_acc",
@@ -26,23 +28,33 @@ def history(store: Store, run_id: str) -> dict[str, tuple[list, list, list]]:
     return dict(out)
 
 
-def progress_bar(run: Run, hist: dict) -> None:
-    total = run.total_steps or 0
-    steps = hist.get("train/step_loss", ([], [], []))[0]
-    done = steps[-1] if steps else 0
+def progress_state(status: str, done: int, total: int | None, elapsed: float) -> tuple[float | None, str]:
+    """(bar fraction, text) of a run's progress. The fraction is None while there is nothing to
+    measure yet (starting, or preparing data before the first step): no empty 'step 0 / 0' bar."""
+    total = total or 0
     frac = min(1.0, done / total) if total else 0.0
-    elapsed = run.duration_s or 0.0
-    if run.status == RunStatus.RUNNING and 0 < frac < 1:
+    if status == RunStatus.QUEUED:
+        return None, "⏳ Starting the worker process …"
+    if status == RunStatus.RUNNING and (not total or done <= 0):
+        return None, (f"⏳ Preparing: loading the data and the model; the first training step follows. "
+                      f"Elapsed {duration(elapsed)}.")
+    if status == RunStatus.RUNNING and frac < 1:
         eta = elapsed * (1 - frac) / frac
-        text = f"step {done:,} / {total:,} · {frac * 100:.0f}% · elapsed {duration(elapsed)} · ETA {duration(eta)}"
-    elif run.status == RunStatus.QUEUED:
-        text = "starting the worker (loading data and model) ..."
-    elif run.status == RunStatus.RUNNING:
-        text = f"step {done:,} / {total:,} · elapsed {duration(elapsed)}"
+        return frac, (f"step {done:,} / {total:,} · {frac * 100:.0f}% · elapsed {duration(elapsed)} · "
+                      f"ETA {duration(eta)}")
+    if status == RunStatus.RUNNING:
+        return 1.0, f"step {done:,} / {total:,} · evaluating · elapsed {duration(elapsed)}"
+    frac = 1.0 if status == RunStatus.FINISHED else frac
+    return frac, f"{status_badge(status)} after {duration(elapsed)}"
+
+
+def progress_bar(run: Run, hist: dict) -> None:
+    steps = hist.get("train/step_loss", ([], [], []))[0]
+    frac, text = progress_state(run.status, steps[-1] if steps else 0, run.total_steps, run.duration_s or 0.0)
+    if frac is None:
+        st.info(text)
     else:
-        frac = 1.0 if run.status == RunStatus.FINISHED else frac
-        text = f"{status_badge(run.status)} after {duration(elapsed)}"
-    st.progress(frac, text=text)
+        st.progress(frac, text=text)
 
 
 def curves(run: Run, hist: dict) -> None:
@@ -69,22 +81,49 @@ def curves(run: Run, hist: dict) -> None:
                         width="stretch")
 
 
-def headline(run: Run) -> None:
-    lat = run.latest
-    prefix = "test/" if "test/acc" in lat else "val/"
-    where = "test" if prefix == "test/" else "validation (latest epoch)"
-    cols = st.columns(5)
-    for col, (label, key) in zip(cols, (("Accuracy", "acc"), ("Balanced acc.", "bal_acc"),
-                                        ("Head acc.", "many_acc"), ("Medium acc.", "medium_acc"),
-                                        ("Tail acc.", "few_acc"))):
-        col.metric(f"{label} ({where})", pct(lat.get(prefix + key)))
+# short labels: five metrics side by side must not be cut off; the split is said above them
+HEADLINE = (("Accuracy", "acc"), ("Balanced acc.", "bal_acc"), ("Head acc.", "many_acc"),
+            ("Medium acc.", "medium_acc"), ("Tail acc.", "few_acc"))
+
+
+def headline_items(latest: dict, status: str, epoch: float | None = None,
+                   epochs: int | None = None) -> tuple[str, list[tuple[str, float | None]]]:
+    """(which split the figures come from, [(short label, value)]). Test figures exist only after
+    the last epoch; until then the figures are validation ones, and the heading says so."""
+    if "test/acc" in latest:
+        where = "**Test set** · measured once, after the last epoch"
+        prefix = "test/"
+    else:
+        where = "**Validation set** · " + (f"epoch {epoch:g}" + (f" of {epochs}" if epochs else "")
+                                           if epoch is not None and not math.isnan(epoch) else "latest epoch")
+        if status in RunStatus.ACTIVE:
+            where += "; test figures replace these when training ends"
+        prefix = "val/"
+    return where, [(label, latest.get(prefix + key)) for label, key in HEADLINE]
+
+
+def headline(run: Run, hist: dict | None = None) -> None:
+    val = (hist or {}).get("val/acc")
+    where, items = headline_items(run.latest, run.status, val[1][-1] if val and val[1] else None,
+                                  run.config.get("epochs"))
+    st.markdown(where)
+    for col, (label, value) in zip(st.columns(len(items)), items):
+        col.metric(label, pct(value))
+
+
+def has_checkpoint(run_id: str) -> bool:
+    folder = workspace.best_checkpoint(run_id).parent  # not run_dir(): that creates the folder
+    return folder.is_dir() and any(folder.glob("*.pt"))
 
 
 def error_box(run: Run) -> None:
     if run.status == RunStatus.FAILED:
         st.error(f"**This run failed.** {run.error or 'No message was recorded.'}")
     elif run.status == RunStatus.CANCELLED:
-        st.warning("This run was cancelled. Checkpoints up to the last finished epoch are kept.")
+        if has_checkpoint(run.id):
+            st.warning("This run was cancelled. Its checkpoints up to the last finished epoch are kept.")
+        else:
+            st.warning("This run was cancelled before its first epoch finished: no checkpoint was written.")
 
 
 def per_class(store: Store, run: Run) -> None:

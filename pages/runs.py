@@ -48,7 +48,7 @@ views.error_box(run)
 hist = views.history(store, run.id)
 if run.status in RunStatus.ACTIVE:
     views.progress_bar(run, hist)
-views.headline(run)
+views.headline(run, hist)
 views.curves(run, hist)
 views.per_class(store, run)
 posthoc_ui.methods(store, run)

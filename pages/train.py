@@ -102,8 +102,8 @@ def live() -> None:
             st.toast("Cancelling after the current step ...")
     views.progress_bar(run, hist)
     views.error_box(run)
-    if hist:
-        views.headline(run)
+    if "val/acc" in run.latest or "test/acc" in run.latest:
+        views.headline(run, hist)
     views.curves(run, hist)
     if run.status == RunStatus.FINISHED:
         views.per_class(store, run)
