@@ -33,7 +33,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from engine.data.io import open_image
-from engine.data.scan import scan_folder
+from engine.data.scan import DHASH_MARGIN, scan_folder
 from engine.data.stats import compute_stats
 
 MARKER = ".taillab-bench.json"
@@ -132,7 +132,7 @@ def naive_facts(path: str) -> dict:
     grey_img = img.convert("L")
     grey = np.asarray(grey_img, dtype=np.float64) / 255.0
     small = np.asarray(grey_img.resize((9, 8), Image.Resampling.BOX), dtype=np.int16)
-    bits = np.packbits(small[:, 1:] > small[:, :-1])
+    bits = np.packbits(small[:, 1:] > small[:, :-1] + DHASH_MARGIN)
     return {"size": st.st_size, "sha": sha, "format": fmt, "mode": mode, "w": img.width, "h": img.height,
             "mean": rgb.mean(axis=(0, 1)), "std": rgb.std(axis=(0, 1)), "sq": (rgb**2).mean(axis=(0, 1)),
             "grey_mean": grey.mean(), "grey_std": grey.std(), "dhash": int.from_bytes(bits.tobytes(), "big")}

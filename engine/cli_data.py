@@ -92,9 +92,11 @@ def _load_base(ref: str, args):
 def cmd_split(args) -> int:
     from engine.data import split as ops
     from engine.data.manifest import save_manifest
+    from engine.data.prepare import CONFIRM_SHARE, drop_report
     from engine.data.stats import compute_stats
 
     m, scan = _load_base(args.source, args)
+    base = m
     warnings: list[str] = []
     if args.exclude_from:
         paths = [ln.strip() for ln in Path(args.exclude_from).read_text(encoding="utf-8").splitlines() if ln.strip()]
@@ -105,7 +107,9 @@ def cmd_split(args) -> int:
         if scan is None:
             raise DataError("--dedupe needs a source folder or CSV (a saved version has no image facts).")
         st = compute_stats(scan, near_threshold=args.near_threshold)
-        m = ops.dedupe(m, st.duplicates + (st.near_duplicates if args.near else []),
+        if args.near and not st.near_separable:
+            warnings.append(st.near_search.note)  # near duplicates are left alone
+        m = ops.dedupe(m, st.duplicates + (st.near_fixable if args.near else []),
                        drop_conflicts=args.drop_conflicts)
     if args.drop_class:
         m = ops.drop_classes(m, args.drop_class)
@@ -119,6 +123,15 @@ def cmd_split(args) -> int:
         m = ops.rename_classes(m, mapping)
     if args.drop_under:
         m = ops.drop_small_classes(m, args.drop_under)
+    # What the fixes leave out (classes dropped by name are a choice, not counted), the same
+    # figures the Data page shows; a split losing more than CONFIRM_SHARE needs --yes.
+    drops = drop_report(ops.drop_classes(base, args.drop_class) if args.drop_class else base, m)
+    if drops.total and not args.json:
+        print("Left out by the fixes:\n" + "\n".join(f"  {line}" for line in drops.lines()), file=sys.stderr)
+    if drops.large() and not args.yes:
+        raise DataError(f"The fixes would leave out more than {CONFIRM_SHARE:.0%} of the "
+                        f"{' and '.join(drops.large())} split(s) ({'; '.join(drops.lines())}). "
+                        "Check the list and add --yes to go ahead.")
     # A source (or version) that already splits every image keeps its splits unless told otherwise.
     auto_keep = m.is_split and args.val is None and args.test is None and not args.resplit
     if args.keep_splits or auto_keep:
@@ -137,6 +150,7 @@ def cmd_split(args) -> int:
     if args.json:
         print(json.dumps({"hash": m.hash, "path": str(path), "num_images": m.num_images,
                           "num_classes": len(m.classes), "class_counts": m.class_counts,
+                          "left_out": drops.to_dict(),
                           "actions": list(m.actions), "warnings": warnings}, ensure_ascii=False))
         return 0
     counts = m.class_counts
@@ -251,6 +265,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--rename", action="append", default=[], metavar="OLD=NEW",
                    help="rename a class; several to one name merges them")
     p.add_argument("--drop-under", type=int, default=0, metavar="K", help="drop classes under K images")
+    p.add_argument("--yes", action="store_true",
+                   help="go ahead even if the fixes leave out more than 5%% of a split")
     p.add_argument("--longtail", type=float, metavar="RATIO", help="make the training split long-tailed")
     p.add_argument("--profile", choices=["exp", "step"], default="exp")
     p.add_argument("--n-max", type=int, help="training images of the largest class (default: most possible)")

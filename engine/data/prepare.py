@@ -10,7 +10,7 @@ Nothing on disk changes; the result is a new Manifest whose ``actions`` record e
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from engine.data import split as ops
 from engine.data.manifest import Manifest
@@ -55,13 +55,9 @@ class VersionPlan:
             raise DataError("The smallest class size to keep must be >= 0.")
 
 
-def apply_plan(base: Manifest, plan: VersionPlan, stats: DatasetStats | None = None) -> ops.SplitResult:
-    """The new version and the warnings of its split / long-tail steps.
-
-    ``stats`` (of the base's files) supplies the duplicate groups and the tiny / extreme-aspect
-    images; without it those steps are skipped. Raises DataError for a plan that cannot be
-    applied (an unknown class, nothing left, ...).
-    """
+def clean(base: Manifest, plan: VersionPlan, stats: DatasetStats | None = None) -> Manifest:
+    """The clean-up steps of a plan (exclude files, duplicates, class edits, small classes), before
+    any split. See ``apply_plan``."""
     m = base
     present = {r.path for r in m.rows}
     picked = [p for p in plan.exclude if p in present]
@@ -77,11 +73,11 @@ def apply_plan(base: Manifest, plan: VersionPlan, stats: DatasetStats | None = N
         if flagged:
             m = ops.exclude_files(m, flagged, reason="tiny or extreme aspect ratio")
         if plan.drop_conflicts:  # the same picture under several classes: no label to trust
-            conflicting = [g for g in (*stats.duplicates, *stats.near_duplicates) if g.label_conflict]
+            conflicting = [g for g in (*stats.duplicates, *stats.near_fixable) if g.label_conflict]
             if conflicting:
                 m = ops.dedupe(m, conflicting, drop_conflicts=True)
         groups = (list(stats.duplicates) if plan.dedupe else []) + (
-            list(stats.near_duplicates) if plan.dedupe_near else [])
+            stats.near_fixable if plan.dedupe_near else [])  # none when the hash cannot separate the images
         if groups:
             m = ops.dedupe(m, groups)
     dropped = [c for c in plan.drop_classes if c in set(m.classes)]
@@ -92,6 +88,18 @@ def apply_plan(base: Manifest, plan: VersionPlan, stats: DatasetStats | None = N
         m = ops.rename_classes(m, mapping)
     if plan.drop_under > 0:
         m = ops.drop_small_classes(m, plan.drop_under)
+    return m
+
+
+def apply_plan(base: Manifest, plan: VersionPlan, stats: DatasetStats | None = None) -> ops.SplitResult:
+    """The new version and the warnings of its split / long-tail steps.
+
+    ``stats`` (of the base's files) supplies the duplicate groups and the tiny / extreme-aspect
+    images; without it those steps are skipped. Near-duplicate groups are used only when the hash
+    separates the dataset's images (``DatasetStats.near_fixable``). Raises DataError for a plan
+    that cannot be applied (an unknown class, nothing left, ...).
+    """
+    m = clean(base, plan, stats)
     if not m.rows:
         raise DataError("Nothing is left: every image was excluded or every class dropped.")
     if plan.split == "keep":
@@ -106,3 +114,63 @@ def apply_plan(base: Manifest, plan: VersionPlan, stats: DatasetStats | None = N
     if len(m.classes) < 2:
         warnings = [*warnings, f"Only {len(m.classes)} class left: training a classifier needs at least 2."]
     return ops.SplitResult(m, warnings)
+
+
+# --- what a clean-up drops -----------------------------------------------------------------------
+
+CONFIRM_SHARE = 0.05  # a fix that drops more than this share of a split is confirmed first
+
+
+@dataclass(frozen=True)
+class DropReport:
+    """Files a clean-up leaves out, per split of the version it starts from ("unsplit" when none)."""
+
+    dropped: dict[str, int]  # split -> files left out
+    totals: dict[str, int]  # split -> files before
+    examples: dict[str, tuple[str, ...]]  # split -> a few of the files left out
+
+    @property
+    def total(self) -> int:
+        return sum(self.dropped.values())
+
+    def share(self, split: str) -> float:
+        return self.dropped.get(split, 0) / self.totals[split] if self.totals.get(split) else 0.0
+
+    def large(self, limit: float = CONFIRM_SHARE) -> list[str]:
+        """Splits losing more than ``limit`` of their files (these need a confirmation)."""
+        return [s for s in self.totals if self.share(s) > limit]
+
+    def lines(self) -> list[str]:
+        """One line per split that loses files: "train: 2,560 of 11,165 files (22.9%), e.g. a.png, b.png"."""
+        return [f"{s}: {self.dropped[s]:,} of {self.totals[s]:,} files ({self.share(s):.1%})"
+                + (f", e.g. {', '.join(self.examples[s])}" if self.examples.get(s) else "")
+                for s in self.totals if self.dropped.get(s)]
+
+    def to_dict(self) -> dict:
+        return {"dropped": self.dropped, "totals": self.totals,
+                "examples": {k: list(v) for k, v in self.examples.items()},
+                "large": self.large()}
+
+
+def drop_report(before: Manifest, after: Manifest, *, examples: int = 5) -> DropReport:
+    """Which files of ``before`` are not in ``after``, per split of ``before``."""
+    kept = {r.path for r in after.rows}
+    totals: dict[str, int] = {}
+    dropped: dict[str, int] = {}
+    shown: dict[str, list[str]] = {}
+    for r in before.rows:  # sorted by path
+        s = r.split or "unsplit"
+        totals[s] = totals.get(s, 0) + 1
+        if r.path not in kept:
+            dropped[s] = dropped.get(s, 0) + 1
+            if len(shown.setdefault(s, [])) < examples:
+                shown[s].append(r.path)
+    order = [s for s in ("train", "val", "test", "unsplit") if s in totals]
+    return DropReport({s: dropped.get(s, 0) for s in order}, {s: totals[s] for s in order},
+                      {s: tuple(shown.get(s, ())) for s in order})
+
+
+def fix_drops(base: Manifest, plan: VersionPlan, stats: DatasetStats | None = None) -> DropReport:
+    """What the fixes of a plan leave out of ``base`` (files, duplicates, small classes), per split;
+    classes dropped by name are a choice, not a fix, and are not counted."""
+    return drop_report(base, clean(base, replace(plan, drop_classes=()), stats))

@@ -1,7 +1,11 @@
 """Summary statistics and problems of a scanned data source.
 
-Every figure is computed from a ``ScanResult`` (per-image facts), never from pixels, so this runs in
-well under a second for tens of thousands of images.
+Every figure is computed from a ``ScanResult`` (per-image facts), so this runs in about a second for
+tens of thousands of images. The one exception is the near-duplicate check, which decodes the
+images of hash candidates to compare their pixels (bounded: ``MAX_VERIFY_PAIRS``, ``MAX_DECODE``).
+
+Class figures (imbalance ratio, Gini, entropy, head / medium / tail groups, cumulative share) count
+the training split when the source has one, all usable images otherwise (``counts_from``).
 
 Definitions (C classes with counts n_1..n_C, N = sum):
 - imbalance ratio: max n / min n over classes with at least one usable image.
@@ -17,6 +21,8 @@ Definitions (C classes with counts n_1..n_C, N = sum):
 from __future__ import annotations
 
 import math
+import os
+import time
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Iterable, NamedTuple, Sequence
@@ -62,7 +68,9 @@ class DuplicateGroup:
     paths: tuple[str, ...]
     labels: tuple[str, ...]  # label of each path
     splits: tuple[str, ...]  # split of each path
-    distance: int = 0  # largest dHash distance to the group's first member (0 for exact)
+    distance: int = 0  # near: largest dHash distance to the representative (0 for exact)
+    representative: str = ""  # near: the file every other member was checked against
+    pixel_diff: float = 0.0  # near: largest mean absolute pixel difference to it (0..255, 32x32 grey)
 
     @property
     def label_conflict(self) -> bool:
@@ -90,7 +98,7 @@ class DatasetStats:
     classes: list[ClassInfo]  # high to low count
     splits: list[str]  # "train", "val", "test" present, or ["unsplit"]
     counts: dict[str, dict[str, int]]  # split -> class -> usable images
-    summary: CountSummary  # over all usable images
+    summary: CountSummary  # of the training split when the source has one, else of all usable images
     split_summaries: dict[str, CountSummary]
     formats: dict[str, int]
     modes: dict[str, int]  # display names: RGB, L, RGBA, CMYK, P, 16-bit, ...
@@ -112,12 +120,38 @@ class DatasetStats:
     empty_classes: list[str]  # class folders without a single usable image
     warnings: list[str]
     settings: dict = field(default_factory=dict)
+    counts_from: str = "all"  # which images ``summary`` and the groups count: "train" or "all"
+    near_search: NearSearch = field(default_factory=lambda: NearSearch())
+
+    @property
+    def near_separable(self) -> bool:
+        """The dHash tells this dataset's pictures apart; False: no near-duplicate fix is offered."""
+        return self.near_search.separable
+
+    @property
+    def near_fixable(self) -> list[DuplicateGroup]:
+        """The near-duplicate groups a fix may act on: none when the hash cannot separate the images."""
+        return list(self.near_duplicates) if self.near_search.separable else []
+
+    @property
+    def counts_note(self) -> str:
+        """Which counts the imbalance figures and head / medium / tail groups use, in words."""
+        if self.counts_from == "train":
+            return f"from the training split: {self.summary.num_images:,} images"
+        return f"from all {self.summary.num_images:,} images (the source has no training split)"
+
+    def basis_counts(self) -> dict[str, int]:
+        """Class -> the images the figures count (training split, or all splits together)."""
+        if self.counts_from == "train":
+            return dict(self.counts["train"])
+        return {c.name: c.count for c in self.classes}
 
     def to_dict(self) -> dict:
         """A JSON-ready dict (paths relative to the source root; inf/nan as None)."""
         def group(g: DuplicateGroup) -> dict:
             return {"paths": list(g.paths), "labels": list(g.labels), "splits": [s or UNSPLIT for s in g.splits],
-                    "label_conflict": g.label_conflict, "leakage": g.leakage, "distance": g.distance}
+                    "label_conflict": g.label_conflict, "leakage": g.leakage, "distance": g.distance,
+                    **({"representative": g.representative, "pixel_diff": g.pixel_diff} if g.representative else {})}
 
         return _json_safe({
             "root": self.root, "kind": self.kind,
@@ -130,6 +164,8 @@ class DatasetStats:
             "medium_shot": self.summary.medium, "few_shot": self.summary.few,
             "classes_for_80": self.summary.classes_for_80,
             "cumulative_share": self.summary.cumulative_share,
+            "counts_from": self.counts_from, "counts_images": self.summary.num_images,
+            "counts_note": self.counts_note,
             "split_summaries": {k: asdict(v) for k, v in self.split_summaries.items()},
             "formats": self.formats, "modes": self.modes,
             "width": self.width, "height": self.height, "aspect": self.aspect,
@@ -142,6 +178,9 @@ class DatasetStats:
             "duplicate_groups": [group(g) for g in self.duplicates],
             "near_duplicate_groups": [group(g) for g in self.near_duplicates],
             "near_duplicates_complete": self.near_complete,
+            "near_duplicates_separable": self.near_search.separable,
+            "near_duplicates_note": self.near_search.note,
+            "near_search": self.near_search._asdict(),
             "tiny": [{"path": p, "width": w, "height": h} for p, w, h in self.tiny],
             "extreme_aspect": [{"path": p, "width": w, "height": h} for p, w, h in self.extreme_aspect],
             "small_classes": [{"name": n, "count": c} for n, c in self.small_classes],
@@ -194,6 +233,9 @@ def summarize_counts(counts: Iterable[int], *, many: int = 100, few: int = 20,
         entropy=normalised_entropy(x), many=sum(n > many for n in x),
         medium=sum(few <= n <= many for n in x), few=sum(n < few for n in x),
         classes_for_80=k80, cumulative_share=[float(v) for v in cum])
+
+
+GROUP_NAMES = {"many": "head", "medium": "medium", "few": "tail"}  # how a group is shown to people
 
 
 def shot_group(n: int, many: int = 100, few: int = 20) -> str:
@@ -272,75 +314,239 @@ def _pairs_from(ij, n: int, codes: np.ndarray | None = None) -> np.ndarray:
     return np.stack([codes // n, codes % n], axis=1)
 
 
-def _components(pairs: np.ndarray) -> list[list[int]]:
-    """Connected components (of two or more nodes) of the graph given by an (k, 2) edge array."""
-    parent: dict[int, int] = {}
+# Pixel check of a near-duplicate candidate (see ``find_duplicates``). Both images are decoded,
+# made upright and greyscale, and box-resized to PIXEL_SIDE x PIXEL_SIDE. They are near duplicates
+# when the mean absolute difference is at most PIXEL_MEAN_DIFF levels (of 255) and every pixel but
+# the PIXEL_OUTLIERS most different ones differs by at most PIXEL_LEVEL_DIFF levels. The first test
+# allows re-compression noise everywhere, the outliers allow a small local edit, the level test
+# refuses two different pictures whose difference is concentrated on their strokes or edges. On
+# 28x28 MNIST digits: a JPEG re-save at quality 75 (the worst case: sharp edges, no downscaling)
+# differs by at most 3.8 on average and 27 outside its 10 worst pixels; a one-pixel edit by 1.0 and
+# 0; among the 6 million hash candidates of 31,000 digits, 3 pairs pass (the closest different
+# "1"s are at 16 to 58 outside their 10 worst pixels).
+PIXEL_SIDE = 32
+PIXEL_MEAN_DIFF = 4.0
+PIXEL_LEVEL_DIFF = 32
+PIXEL_OUTLIERS = 10
+# Budget of the pixel check: at most this many candidate pairs verified and images decoded, closest
+# hashes first. Past it the search says it is incomplete.
+MAX_VERIFY_PAIRS = 200_000
+MAX_DECODE = 20_000
+# When more than this share of the images have a hash candidate that their pixels reject, the hash
+# cannot tell this dataset's pictures apart (small, simple images on a plain background).
+AMBIGUOUS_SHARE = 0.2
 
-    def find(i: int) -> int:
-        root = i
-        while parent.get(root, root) != root:
-            root = parent[root]
-        while i != root:  # path compression
-            parent[i], i = root, parent[i]
-        return root
 
-    for a, b in pairs.tolist():
-        ra, rb = find(a), find(b)
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-    groups: dict[int, list[int]] = defaultdict(list)
-    for i in parent:
-        groups[find(i)].append(i)
-    for r in groups:
-        if r not in parent:
-            groups[r].append(r)
-    return [sorted(set(g)) for g in groups.values()]
+def pixel_thumbnail(path: str) -> np.ndarray | None:
+    """The upright greyscale PIXEL_SIDE x PIXEL_SIDE copy the pixel check compares (flattened
+    uint8), or None when the file cannot be decoded any more."""
+    import warnings
+
+    from PIL import Image, ImageOps
+
+    from engine.data.io import convert_mode
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                if img.format == "JPEG":
+                    img.draft("L", (2 * PIXEL_SIDE, 2 * PIXEL_SIDE))
+                img.load()
+                img = ImageOps.exif_transpose(img)
+                grey = convert_mode(img, "L").resize((PIXEL_SIDE, PIXEL_SIDE), Image.Resampling.BOX)
+    except Exception:  # changed or removed since the scan: the pair cannot be confirmed
+        return None
+    return np.frombuffer(grey.tobytes(), dtype=np.uint8)
+
+
+def pixel_difference(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mean absolute difference, largest difference outside the PIXEL_OUTLIERS worst pixels) of
+    rows of thumbnails (k, PIXEL_SIDE**2), on the 0..255 scale."""
+    d = np.abs(a.astype(np.int16) - b.astype(np.int16))
+    kth = d.shape[-1] - 1 - PIXEL_OUTLIERS
+    return d.mean(axis=-1), np.partition(d, kth, axis=-1)[..., kth]
+
+
+def pixels_match(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Whether rows of thumbnails are near-identical pictures (see PIXEL_MEAN_DIFF)."""
+    mean, level = pixel_difference(a, b)
+    return (mean <= PIXEL_MEAN_DIFF) & (level <= PIXEL_LEVEL_DIFF)
+
+
+class NearSearch(NamedTuple):
+    """How the near-duplicate search went (figures for the report)."""
+
+    candidates: int = 0  # pairs of different contents whose dHashes are within the threshold
+    verified: int = 0  # of those, checked on decoded pixels (closest hashes first)
+    confirmed: int = 0  # ... that are near-identical pictures
+    decoded: int = 0  # images decoded for the check
+    images_with_candidates: int = 0  # contents with at least one candidate
+    images_rejected: int = 0  # contents with a candidate their pixels reject
+    complete: bool = True  # every candidate found and verified
+    separable: bool = True  # the hash tells this dataset's pictures apart (see AMBIGUOUS_SHARE)
+    note: str = ""  # a sentence for the user when the search is incomplete or not separable
+    seconds: float = 0.0
+
+
+def _candidate_pairs(uniq: np.ndarray, counts: np.ndarray, members: list[np.ndarray], hash_pairs: np.ndarray,
+                     limit: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """(a, b, total): up to ``limit`` content pairs, closest dHashes first (contents sharing a dHash,
+    then hash pairs by distance), and how many there are in all."""
+    dist = (np.bitwise_count(uniq[hash_pairs[:, 0]] ^ uniq[hash_pairs[:, 1]]).astype(np.int64)
+            if len(hash_pairs) else np.zeros(0, np.int64))
+    buckets = np.flatnonzero(counts > 1)
+    # items: every shared-dHash bucket (distance 0), then every hash pair
+    weight = np.r_[counts[buckets] * (counts[buckets] - 1) // 2,
+                   counts[hash_pairs[:, 0]] * counts[hash_pairs[:, 1]]].astype(np.int64)
+    order = np.argsort(np.r_[np.zeros(len(buckets), np.int64), dist], kind="stable")
+    total = int(weight.sum())
+    cum = np.cumsum(weight[order])
+    cut = int(np.searchsorted(cum, limit)) + 1  # items needed to reach the limit
+    a_parts, b_parts = [], []
+    nb = len(buckets)
+    for item in order[:cut].tolist():
+        if item < nb:
+            m = members[int(buckets[item])]
+            i, j = np.triu_indices(len(m), 1)
+            a_parts.append(m[i])
+            b_parts.append(m[j])
+        else:
+            p, q = hash_pairs[item - nb]
+            mp, mq = members[int(p)], members[int(q)]
+            a_parts.append(np.repeat(mp, len(mq)))
+            b_parts.append(np.tile(mq, len(mp)))
+    if not a_parts:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), total
+    return np.concatenate(a_parts)[:limit], np.concatenate(b_parts)[:limit], total
+
+
+def _leader_groups(a: np.ndarray, b: np.ndarray, tiebreak: Sequence[str]) -> list[tuple[int, list[int]]]:
+    """Non-chaining groups from confirmed pairs: the node with the most confirmed partners (ties: by
+    ``tiebreak``) leads a group of its partners not yet grouped; repeat. Every member was checked
+    against its leader, so a group never joins two pictures through a chain of small steps."""
+    partners: dict[int, list[int]] = defaultdict(list)
+    for x, y in zip(a.tolist(), b.tolist()):
+        partners[x].append(y)
+        partners[y].append(x)
+    order = sorted(partners, key=lambda i: (-len(partners[i]), tiebreak[i]))
+    taken: set[int] = set()
+    groups = []
+    for lead in order:
+        if lead in taken:
+            continue
+        members = sorted({m for m in partners[lead] if m not in taken}, key=lambda i: tiebreak[i])
+        if members:
+            taken.add(lead)
+            taken.update(members)
+            groups.append((lead, members))
+    return groups
 
 
 class Duplicates(NamedTuple):
     exact: list[DuplicateGroup]
     near: list[DuplicateGroup]
-    near_complete: bool  # False: the near-duplicate search hit its budget (see near_pairs)
+    near_complete: bool  # False: the search hit its budget (see near_pairs, MAX_VERIFY_PAIRS)
+    search: NearSearch = NearSearch()
 
 
-def find_duplicates(images: Sequence[ImageFacts], *, near_threshold: int = 4) -> Duplicates:
+def find_duplicates(images: Sequence[ImageFacts], *, near_threshold: int = 4, root: str | os.PathLike | None = None,
+                    max_verify: int = MAX_VERIFY_PAIRS, max_decode: int = MAX_DECODE) -> Duplicates:
     """Exact and near duplicate groups among readable images, each group sorted by path.
 
-    Exact: identical bytes. Near: dHash within ``near_threshold`` bits, joined transitively, with
-    at least two different contents in the group (pure byte copies are only listed as exact).
+    Exact: identical bytes. Near: two different contents whose dHashes are within
+    ``near_threshold`` bits are a *candidate*; a candidate counts only when its decoded pixels are
+    near-identical (``pixels_match``; files are read from ``root``, without it nothing is
+    confirmed). Groups do not chain: each is one leader plus members each confirmed against that
+    leader (``_leader_groups``). Byte copies of a member come with it; groups that are only byte
+    copies are listed as exact. At most ``max_verify`` pairs are checked and ``max_decode`` images
+    decoded, closest hashes first; ``search`` says how it went and whether the hash separates this
+    dataset's images at all.
     """
+    t0 = time.perf_counter()
     by_sha: dict[str, list[ImageFacts]] = defaultdict(list)
     for f in images:
         if f.ok:
             by_sha[f.sha].append(f)
 
-    def make(members: list[ImageFacts]) -> DuplicateGroup:
-        members = sorted(members, key=lambda f: f.rel)
-        h0 = members[0].dhash
-        dist = max((f.dhash ^ h0).bit_count() for f in members)
-        return DuplicateGroup(tuple(f.rel for f in members), tuple(f.label for f in members),
-                              tuple(f.split for f in members), dist)
+    contents = [sorted(g, key=lambda f: f.rel) for g in by_sha.values()]
+    exact = sorted((DuplicateGroup(tuple(f.rel for f in g), tuple(f.label for f in g), tuple(f.split for f in g))
+                    for g in contents if len(g) > 1), key=lambda g: g.paths)
+    if near_threshold <= 0 or len(contents) < 2:
+        return Duplicates(exact, [], True, NearSearch(seconds=time.perf_counter() - t0))
 
-    contents = list(by_sha.values())
-    exact = sorted((make(g) for g in contents if len(g) > 1), key=lambda g: g.paths)
-
-    # Near: one node per distinct dHash; contents sharing a dHash are at distance 0.
+    # Candidates: one node per distinct dHash; contents sharing a dHash are at distance 0.
     ch = np.fromiter((g[0].dhash for g in contents), dtype=np.uint64, count=len(contents))
     uniq, inverse, counts = np.unique(ch, return_inverse=True, return_counts=True)
     inverse = inverse.ravel()
-    pairs, complete = near_pairs(uniq, near_threshold)
-    comps = _components(pairs)
-    in_comp = {i for c in comps for i in c}
-    comps += [[int(i)] for i in np.flatnonzero(counts > 1) if int(i) not in in_comp]
-    comp_of = {h: k for k, c in enumerate(comps) for h in c}
-    members: dict[int, list[ImageFacts]] = defaultdict(list)
-    n_contents: Counter = Counter()
-    for ci in np.flatnonzero(np.isin(inverse, np.fromiter(comp_of, dtype=np.int64, count=len(comp_of)))):
-        k = comp_of[int(inverse[ci])]
-        members[k].extend(contents[ci])
-        n_contents[k] += 1
-    near = sorted((make(members[k]) for k in members if n_contents[k] > 1), key=lambda g: g.paths)
-    return Duplicates(exact, near, complete)
+    by_hash = np.argsort(inverse, kind="stable")
+    starts = np.r_[0, np.cumsum(counts)]
+    members = [by_hash[starts[k]:starts[k + 1]] for k in range(len(uniq))]
+    hash_pairs, found_all = near_pairs(uniq, near_threshold)
+    a, b, total = _candidate_pairs(uniq, counts, members, hash_pairs, max_verify)
+    with_candidates = np.zeros(len(contents), bool)
+    with_candidates[np.isin(inverse, np.flatnonzero(counts > 1))] = True
+    if len(hash_pairs):
+        with_candidates[np.isin(inverse, np.unique(hash_pairs))] = True
+
+    # Decode what the first pairs need, up to max_decode images.
+    if len(a):
+        seq = np.stack([a, b], axis=1).ravel()
+        uniq_c, first = np.unique(seq, return_index=True)
+        if len(uniq_c) > max_decode:
+            limit_pos = np.sort(first)[max_decode]  # first use of the image one past the budget
+            keep = limit_pos // 2
+            a, b = a[:keep], b[:keep]
+    verified = len(a)
+    need = np.unique(np.r_[a, b]) if verified else np.zeros(0, np.int64)
+    prefix = (str(root).rstrip(os.sep) + os.sep) if root is not None else None
+    thumbs = np.zeros((len(contents), PIXEL_SIDE * PIXEL_SIDE), np.uint8)
+    readable = np.zeros(len(contents), bool)
+    if prefix is not None:
+        for c in need.tolist():
+            t = pixel_thumbnail(prefix + contents[c][0].rel)
+            if t is not None:
+                thumbs[c], readable[c] = t, True
+    ok = np.zeros(verified, bool)
+    for k in range(0, verified, 20_000):
+        sl = slice(k, k + 20_000)
+        ok[sl] = readable[a[sl]] & readable[b[sl]] & pixels_match(thumbs[a[sl]], thumbs[b[sl]])
+    rejected = np.zeros(len(contents), bool)
+    rejected[a[~ok]] = True
+    rejected[b[~ok]] = True
+
+    names = [g[0].rel for g in contents]
+    near = []
+    for lead, group in _leader_groups(a[ok], b[ok], names):
+        files = sorted((f for c in (lead, *group) for f in contents[c]), key=lambda f: f.rel)
+        h0 = contents[lead][0].dhash
+        diff = float(pixel_difference(thumbs[[lead] * len(group)], thumbs[group])[0].max())
+        near.append(DuplicateGroup(tuple(f.rel for f in files), tuple(f.label for f in files),
+                                   tuple(f.split for f in files),
+                                   max((contents[c][0].dhash ^ h0).bit_count() for c in group),
+                                   representative=names[lead], pixel_diff=round(diff, 2)))
+    near.sort(key=lambda g: g.paths)
+
+    complete = found_all and verified == total
+    n_with, n_rejected = int(with_candidates.sum()), int(rejected.sum())
+    separable = complete and n_rejected <= AMBIGUOUS_SHARE * len(contents)
+    note = ""
+    if not separable:
+        why = []
+        if n_rejected > AMBIGUOUS_SHARE * len(contents):
+            why.append(f"{n_rejected:,} of {len(contents):,} images ({n_rejected / len(contents):.0%}) have a hash "
+                       "match whose pixels differ")
+        if not found_all:
+            why.append("so many images share almost the same hash that the search stopped early")
+        if verified < total:
+            why.append(f"only {verified:,} of {total:,} hash matches could be checked on their pixels")
+        note = ("The difference hash cannot tell this dataset's images apart (typical of small, simple "
+                f"pictures on a plain background): {'; '.join(why)}. "
+                f"{len(near):,} near-duplicate group(s) were confirmed on their pixels, but the list is not "
+                "complete, so no near-duplicate fix is offered.")
+    search = NearSearch(total, verified, int(ok.sum()), int(readable.sum()), n_with, n_rejected, complete,
+                        separable, note, time.perf_counter() - t0)
+    return Duplicates(exact, near, complete, search)
 
 
 # --- everything ----------------------------------------------------------------------------------
@@ -381,7 +587,10 @@ def compute_stats(scan: ScanResult, *, many: int = 100, few: int = 20, min_side:
         (ClassInfo(c, total.get(c, 0), {k: counts[k].get(c, 0) for k in split_keys},
                    shot_group(group_counts.get(c, 0), many, few)) for c in all_classes),
         key=lambda ci: (-ci.count, ci.name))
-    summary = summarize_counts(total.values(), many=many, few=few)
+    # Imbalance figures and groups describe what a model trains on: the training split whenever
+    # the source has one (val / test are often balanced and would hide the long tail).
+    counts_from = "train" if "train" in counts else "all"
+    summary = summarize_counts((counts["train"] if counts_from == "train" else total).values(), many=many, few=few)
     split_summaries = {k: summarize_counts(v.values(), many=many, few=few) for k, v in counts.items()}
 
     # Image properties of readable images.
@@ -400,7 +609,8 @@ def compute_stats(scan: ScanResult, *, many: int = 100, few: int = 20, min_side:
     else:
         m = sd = np.zeros(4)
 
-    exact, near, near_complete = find_duplicates(scan.images, near_threshold=near_threshold)
+    exact, near, near_complete, near_search = find_duplicates(scan.images, near_threshold=near_threshold,
+                                                              root=scan.root)
     corrupt = [(f.rel, f.error) for f in scan.images if not f.ok]
     tiny = [(usable[i].rel, usable[i].width, usable[i].height) for i in np.flatnonzero(short < min_side)]
     extreme = [(usable[i].rel, usable[i].width, usable[i].height) for i in np.flatnonzero(aspects > max_aspect)]
@@ -413,10 +623,8 @@ def compute_stats(scan: ScanResult, *, many: int = 100, few: int = 20, min_side:
         warnings.append(f"{summary.num_classes} class(es) with usable images: training needs at least 2.")
     if corrupt:
         warnings.append(f"{len(corrupt)} file(s) cannot be read; they are left out of every figure.")
-    if not near_complete:
-        warnings.append("The near-duplicate search was cut short: very many images have almost the "
-                        "same dHash (typical of small, simple pictures on a plain background), so the "
-                        "near-duplicate groups are incomplete and not very meaningful here.")
+    if near_search.note:
+        warnings.append(near_search.note)
     if any(g.leakage for g in exact + near):
         warnings.append("Some images appear in more than one split (train/val/test leakage).")
     if any(g.label_conflict for g in exact + near):
@@ -437,6 +645,7 @@ def compute_stats(scan: ScanResult, *, many: int = 100, few: int = 20, min_side:
         small_classes=small, empty_classes=empty, warnings=warnings,
         settings=dict(many=many, few=few, min_side=min_side, max_aspect=max_aspect,
                       near_threshold=near_threshold, min_class_images=min_class_images),
+        counts_from=counts_from, near_search=near_search,
     )
 
 
@@ -447,10 +656,11 @@ def format_report(st: DatasetStats, *, top: int = 10) -> str:
         f"Source: {st.root} ({st.kind})",
         f"Images: {st.num_images:,} usable of {st.num_files:,} files, {st.num_classes} classes"
         + (f", splits: {', '.join(st.splits)}" if st.splits != [UNSPLIT] else ""),
+        f"Class figures {st.counts_note}",
         f"Imbalance ratio {s.imbalance_ratio:.2f} | Gini {s.gini:.3f} | normalised entropy "
         f"{s.entropy:.3f} | {s.classes_for_80} of {s.num_classes} classes hold 80% of the images",
-        f"Shot groups (many > {st.settings['many']}, few < {st.settings['few']}): "
-        f"{s.many} many, {s.medium} medium, {s.few} few",
+        f"Groups (head > {st.settings['many']}, tail < {st.settings['few']} images): "
+        f"{s.many} head, {s.medium} medium, {s.few} tail",
         "",
         f"{'class':<30} {'images':>8}  " + "  ".join(f"{k:>7}" for k in st.splits) + "  group",
     ]
@@ -459,7 +669,7 @@ def format_report(st: DatasetStats, *, top: int = 10) -> str:
         if len(st.classes) > 2 * top and i == top:
             lines.append(f"{'...':<30}")
         lines.append(f"{c.name[:30]:<30} {c.count:>8}  " + "  ".join(f"{c.per_split[k]:>7}" for k in st.splits)
-                     + f"  {c.group}")
+                     + f"  {GROUP_NAMES[c.group]}")
     fmt = lambda d: ", ".join(f"{k} {v}" for k, v in d.items())  # noqa: E731
     lines += [
         "",
@@ -481,6 +691,11 @@ def format_report(st: DatasetStats, *, top: int = 10) -> str:
                      f"{sum(g.leakage for g in groups)} across splits)")
         for g in groups[:3]:
             lines.append(f"    {' = '.join(g.paths[:4])}{' ...' if len(g.paths) > 4 else ''}  [{g.kind}]")
+    ns = st.near_search
+    if st.settings.get("near_threshold", 0) > 0:
+        lines.append(f"  near-duplicate search: {ns.candidates:,} hash candidate pairs, {ns.verified:,} checked on "
+                     f"pixels, {ns.confirmed:,} confirmed ({ns.seconds:.1f} s)"
+                     + ("" if ns.separable else "; the hash cannot separate these images (see warnings)"))
     lines += [
         f"  tiny images (side < {st.settings['min_side']} px): {len(st.tiny)}",
         f"  extreme aspect ratio (> {st.settings['max_aspect']:g}): {len(st.extreme_aspect)}",
