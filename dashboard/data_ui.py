@@ -26,7 +26,7 @@ from engine.data.folder import DatasetError
 from engine.data.io import ImageReadError, open_image
 from PIL import ImageOps
 from engine.data.manifest import Manifest, diff_counts, list_manifests, load_manifest, manifest_from_scan, save_manifest
-from engine.data.prepare import VersionPlan, apply_plan
+from engine.data.prepare import CONFIRM_SHARE, VersionPlan, apply_plan, fix_drops
 from engine.data.scan import ScanResult, scan_listing
 from engine.data.sources import DataError
 from engine.data.stats import UNSPLIT, DatasetStats, compute_stats, shot_group, summarize_counts
@@ -287,24 +287,26 @@ def stats(key: tuple, scan: ScanResult, settings: dict) -> DatasetStats:
 # --- step 2: look --------------------------------------------------------------------------------
 
 def _count_split(s: DatasetStats) -> str:
-    return "train" if "train" in s.splits else s.splits[0]
+    """The split the class figures count ("train"), or UNSPLIT for all images together."""
+    return "train" if s.counts_from == "train" else UNSPLIT
 
 
 def overview(scan: ScanResult, s: DatasetStats) -> None:
     """Figures, then tabs: classes (histogram, table), image properties, samples."""
     split = _count_split(s)
-    summ = s.split_summaries.get(split, s.summary)
+    summ = s.summary  # of the training split when the source has one
     figs = st.columns(4) + st.columns(4)
     figs[0].metric("Images", f"{s.num_images:,}", help=f"readable images of {s.num_files:,} image files"
                    + (f"; splits: {', '.join(s.splits)}" if s.splits != [UNSPLIT] else ""))
     figs[1].metric("Classes", s.num_classes)
     figs[2].metric("Imbalance ratio", "—" if summ.num_classes == 0 else f"{summ.imbalance_ratio:.1f}",
-                   help=f"largest / smallest class ({'training split' if split == 'train' else 'all images'})")
+                   help=f"largest / smallest class, {s.counts_note}")
     figs[3].metric("Gini", f"{summ.gini:.2f}", help="0 = balanced, towards 1 = one class holds everything")
     figs[4].metric("Norm. entropy", f"{summ.entropy:.2f}", help="1 = balanced, lower = more imbalanced")
     figs[5].metric("Head classes", summ.many, help=f"more than {s.settings['many']} images")
     figs[6].metric("Medium classes", summ.medium)
     figs[7].metric("Tail classes", summ.few, help=f"fewer than {s.settings['few']} images")
+    st.caption(f"Imbalance ratio, Gini, entropy and head / medium / tail classes are {s.counts_note}.")
     if s.warnings:
         st.warning("\n".join(f"- {w}" for w in s.warnings))
     t_classes, t_props, t_samples = st.tabs(["📊 Classes", "🖼️ Image properties", "🔍 Samples"],
@@ -319,7 +321,8 @@ def overview(scan: ScanResult, s: DatasetStats) -> None:
 
 def _classes_tab(s: DatasetStats, split: str, summ) -> None:
     names = [c.name for c in s.classes]
-    counts = [s.counts[split].get(n, 0) for n in names]
+    basis = s.basis_counts()
+    counts = [basis.get(n, 0) for n in names]
     groups = [shot_group(n, s.settings["many"], s.settings["few"]) for n in counts]
     log_y = st.toggle("Log scale", value=True, key="data.log", help="Tail classes stay visible next to the head.")
     fig = charts.class_histogram(names, counts, groups, log_y=log_y, many_threshold=s.settings["many"],
@@ -408,7 +411,7 @@ def _samples_tab(scan: ScanResult, s: DatasetStats, split: str, per_class: int =
         rng = np.random.default_rng(0)
         shown = [files[i] for i in sorted(rng.choice(len(files), min(per_class, len(files)), replace=False))]
         cols = st.columns(per_class + 1)
-        group = shot_group(s.counts[split].get(name, 0), s.settings["many"], s.settings["few"])
+        group = shot_group(s.basis_counts().get(name, 0), s.settings["many"], s.settings["few"])
         cols[0].markdown(f"**{name}**  \n{count[name]:,} images · {charts.SHORT_GROUP_LABELS[group]}")
         _show_thumbs(scan.root, shown, cols[1:])
 
@@ -459,23 +462,25 @@ def problems(scan: ScanResult, s: DatasetStats, base: Manifest) -> dict:
             st.dataframe(_groups_table(s.duplicates), hide_index=True, width="stretch")
             fixes["dedupe"] = st.checkbox("Keep one file of each group, leave the other copies out (train "
                                           "copy first)", key="data.fix.dedupe")
-    if s.near_duplicates:
+    if s.near_duplicates or not s.near_separable:
         with st.expander(f"🪞 Near duplicates ({_n(len(s.near_duplicates), 'group')})", key="data.x.near"):
             st.caption(f"Nearly the same picture (resized, recompressed, slightly edited): "
                        f"{_kinds(s.near_duplicates)}.")
-            if not s.near_complete:
-                st.warning("The images are too simple for the difference hash to tell apart; these groups "
-                           "are incomplete and may join different pictures.")
+            if not s.near_separable:
+                st.warning(s.near_search.note)
             st.dataframe(_groups_table(s.near_duplicates), hide_index=True, width="stretch")
             for g in s.near_duplicates[:3]:
                 _show_thumbs(scan.root, list(g.paths[:6]), st.columns(6))
-            fixes["dedupe_near"] = st.checkbox("Keep one file of each near-duplicate group",
-                                               key="data.fix.near")
+            if s.near_separable:
+                fixes["dedupe_near"] = st.checkbox("Keep one file of each near-duplicate group",
+                                                   key="data.fix.near")
     conflicts = [g for g in (*s.duplicates, *s.near_duplicates) if g.label_conflict]
     if conflicts:
         with st.expander(f"🏷️ Label conflicts ({_n(len(conflicts), 'group')})", key="data.x.conflicts"):
             st.caption("The same picture filed under different classes: at most one label is right.")
             st.dataframe(_groups_table(conflicts), hide_index=True, width="stretch")
+            if not s.near_separable and any(g in s.near_duplicates for g in conflicts):
+                st.caption("The hash cannot separate these images: the fix below leaves out exact copies only.")
             fixes["drop_conflicts"] = st.checkbox("Leave out every file of these groups", key="data.fix.conflicts")
     leaks = [g for g in (*s.duplicates, *s.near_duplicates) if g.leakage]
     if leaks:
@@ -621,10 +626,21 @@ def save_and_train(base: Manifest, plan: VersionPlan, s: DatasetStats, key: tupl
         st.markdown("\n".join(f"{i}. {a}" for i, a in enumerate(m.actions, 1)))
     if m.hash == base.hash:
         st.caption("Nothing changes: these are exactly the images, classes and splits of the version you opened.")
+    drops = fix_drops(base, plan, s)
+    confirmed = True
+    if drops.large():
+        st.warning(f"**The fixes leave out more than {CONFIRM_SHARE:.0%} of the "
+                   f"{' and '.join(drops.large())} split{'s' * (len(drops.large()) > 1)}:**\n"
+                   + "\n".join(f"- {line}" for line in drops.lines()))
+        confirmed = st.checkbox(f"Yes, leave these {drops.total:,} files out", key=(
+            "data.confirm." + hashlib.blake2b(repr(drops.dropped).encode() + m.hash.encode(), digest_size=6).hexdigest()))
+    elif drops.total:
+        st.caption("The fixes leave out " + "; ".join(drops.lines()) + ".")
     c1, c2, _ = st.columns([2, 1, 1], vertical_alignment="bottom")
     name = c1.text_input("Version name", value=label, key=f"data.save.name.{base.hash[:8]}",
                          help="Shown in the versions list and runs.")
-    if c2.button("💾 Save as version", key="data.save", type="primary", width="stretch"):
+    if c2.button("💾 Save as version", key="data.save", type="primary", width="stretch", disabled=not confirmed,
+                 help=None if confirmed else "Tick the confirmation above first."):
         path = save_manifest(m)
         state.store().add_dataset_version(
             id=m.hash, name=name.strip() or label, source=m.source, class_counts=counts, manifest_path=str(path),

@@ -167,3 +167,22 @@ def test_csv_manifest_keeps_its_splits(home):
     assert [metric(at, x) for x in ("Train", "Val", "Test")] == ["8", "2", "4"]
     at.text_input(key="data.csv").set_value(str(root / "missing.csv")).run()
     assert any("does not exist" in e.value for e in at.error)
+
+
+def test_a_fix_dropping_much_of_a_split_asks_first(home):
+    root = make_folder(home / "data" / "big", {"ant": 30, "bee": 12, "cat": 6, "dog": 3}, duplicate=False)
+    at = open_source("Folder on the server", "data.folder", root)
+    assert any("from all 51 images" in c.value for c in at.caption)  # no training split: all images
+    assert at.button(key="data.save").disabled is False
+    at.checkbox(key="data.fix.small").check().run()  # classes under 10 images: cat and dog, 9 files
+    warning = next(w.value for w in at.warning if "leave out more than 5%" in w.value)
+    assert "unsplit: 9 of 51 files (17.6%), e.g. cat/cat00.png" in warning
+    assert at.button(key="data.save").disabled
+    confirm = next(c for c in at.checkbox if str(c.key).startswith("data.confirm."))
+    assert confirm.label == "Yes, leave these 9 files out"
+    confirm.check().run()
+    assert not at.button(key="data.save").disabled
+    at.button(key="data.save").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    short = next(s.value for s in at.success if s.value.startswith("Saved version")).split("`")[1]
+    assert load_manifest(short).num_images == 42
