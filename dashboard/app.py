@@ -44,6 +44,7 @@ PAGES = {
     ],
 }
 nav = st.navigation(PAGES)
+state.sync_recipe_in_use()  # the workspace's augmentation recipe, for Augment and Train
 
 
 @st.fragment(run_every="3s")

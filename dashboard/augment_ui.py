@@ -14,14 +14,17 @@ import numpy as np
 import streamlit as st
 
 from dashboard import charts
-from engine.augment import (BATCH_KEYS, PRESETS, TAIL_KEYS, AugmentConfig, describe, preview,
+from dashboard.state import RECIPE_KEY, RECIPE_NAME_KEY, RECIPE_PROBLEM_KEY, RECIPE_START_KEY
+from engine.augment import (BATCH_KEYS, PRESETS, TAIL_KEYS, AugmentConfig, describe, label_warnings, preview,
                             preview_batch_mix, tail_classes)
+from engine.recipes import save_recipe_in_use
 from engine.config import ConfigError
 from engine.data.datasets import ImageDataset, PreparedData
 from engine.imbalance import SAMPLERS, WEIGHTING_METHODS, class_sampling_probs, class_weights, list_losses
 
-ACTIVE_KEY, NAME_KEY = "augment.config", "augment.name"  # read by the Train page
+ACTIVE_KEY, NAME_KEY = RECIPE_KEY, RECIPE_NAME_KEY  # the workspace's recipe in use, read by Train
 START_KEY, LAST_START_KEY = "augment.start", "augment.start_last"
+LOADED_KEY = "augment.loaded"  # the recipe the widgets were last loaded with or written as (a dict)
 MAIN, TAIL = "augment.main.", "augment.tail."
 DEFAULTS = AugmentConfig().to_dict()
 GROUP_BADGES = {"many": ":blue-badge[head]", "medium": ":orange-badge[medium]", "few": ":red-badge[tail]"}
@@ -201,23 +204,60 @@ def _tail_toggled(few_threshold: int) -> None:
         st.session_state["augment.tail_threshold"] = few_threshold
 
 
-def ensure_state(options: Mapping[str, tuple[str, dict]]) -> None:
-    """First visit (or back from another page): widgets from the active recipe, else ``none``."""
+def _load_in_use() -> None:
+    """Widgets from the recipe in use (a recipe from an older version: the baseline)."""
     s = st.session_state
+    try:
+        cfg = AugmentConfig.from_dict(s.get(ACTIVE_KEY) or {})
+    except ConfigError:
+        cfg = AugmentConfig()
+    _load_all(cfg)
+    s[LOADED_KEY] = cfg.to_dict()
+    if s.get(RECIPE_START_KEY):
+        s[LAST_START_KEY] = s[START_KEY] = s[RECIPE_START_KEY]
+
+
+def ensure_state(options: Mapping[str, tuple[str, dict]]) -> None:
+    """First visit (or back from another page): widgets from the workspace's recipe in use. Later:
+    when the recipe in use was changed elsewhere (another tab) and not here, follow it."""
+    s = st.session_state
+    try:  # the router copies the stored recipe as it is ({} for none): the full dict, as the page sets it
+        s[ACTIVE_KEY] = AugmentConfig.from_dict(s.get(ACTIVE_KEY) or {}).to_dict()
+    except ConfigError:
+        pass
+    if MAIN + SAMPLE_FIELDS[0] not in s:
+        _load_in_use()
+    elif (loaded := s.get(LOADED_KEY)) is not None:
+        try:
+            in_use = AugmentConfig.from_dict(s.get(ACTIVE_KEY) or {}).to_dict()
+            here = recipe_from_state().to_dict()
+        except ConfigError:
+            in_use = here = None
+        if in_use is not None and in_use != loaded and here == loaded:
+            _load_in_use()
     if s.get(LAST_START_KEY) not in options:
         s[LAST_START_KEY] = "preset:none"
     if START_KEY not in s or s[START_KEY] not in options:
         s[START_KEY] = s[LAST_START_KEY]
-    if MAIN + SAMPLE_FIELDS[0] in s:
-        return
-    try:
-        _load_all(AugmentConfig.from_dict(s.get(ACTIVE_KEY) or {}))
-    except ConfigError:  # a recipe from an older version: start from the baseline
-        _load_all(AugmentConfig())
+
+
+def use_recipe(cfg: AugmentConfig, name: str, start: str) -> None:
+    """Make ``cfg`` the workspace's recipe in use (what every tab's next run trains with)."""
+    s = st.session_state
+    d = save_recipe_in_use(cfg.to_dict(), name=name, start=start)
+    s[ACTIVE_KEY], s[NAME_KEY], s[RECIPE_START_KEY], s[LOADED_KEY] = d["recipe"], d["name"], start, d["recipe"]
+
+
+def apply_if_changed(cfg: AugmentConfig, name: str, start: str) -> None:
+    """The Augment page, each run: a valid recipe on screen that differs from the one in use
+    (settings or name) becomes the recipe in use."""
+    s = st.session_state
+    if cfg.to_dict() != s.get(LOADED_KEY) or name != s.get(NAME_KEY):
+        use_recipe(cfg, name, start)
 
 
 def save(store) -> None:
-    """Save button callback: store the recipe under its name and make it the active one."""
+    """Save button callback: store the recipe under its name and make it the one in use."""
     s = st.session_state
     name = (s.get("augment.save_name") or "").strip()
     try:
@@ -225,10 +265,10 @@ def save(store) -> None:
             raise ValueError("Give the recipe a name first.")
         cfg = recipe_from_state()
         store.save_recipe(name, cfg.to_dict())
-    except ValueError as e:  # ConfigError is a ValueError
+        use_recipe(cfg, name, f"saved:{name}")
+    except (ValueError, OSError) as e:  # ConfigError is a ValueError
         s["augment.save_error"] = f"**Not saved:** {e}"
         return
-    s[ACTIVE_KEY], s[NAME_KEY] = cfg.to_dict(), name
     s[START_KEY] = s[LAST_START_KEY] = f"saved:{name}"
     s["augment.saved"] = f"Saved recipe {name}: it is now the one Train uses."
 
@@ -352,12 +392,28 @@ def recipe_caption(recipe: Mapping | None, name: str | None = None, *, hint: boo
         cfg = AugmentConfig.from_dict(recipe or {})
     except ConfigError as e:
         return f"⚠️ Augmentation recipe not usable: {e}"
+    if hint and cfg == AugmentConfig():
+        return (f"🎨 Augmentation: **{name or 'none'}** · No augmentation: training images are used as they "
+                "are, like validation and test — choose a recipe on **Augment & balance**.")
     lines = describe(cfg)
     if hint and cfg.tail_aware:
         lines[-1] = f"own recipe for tail classes (< {cfg.tail_threshold} images)"
     label = f"**{name}** · " if name else ""
     return (f"🎨 Augmentation: {label}{' · '.join(lines)}"
-            + (" — see or change it on **Augment & balance**." if hint else ""))
+            + (" — the workspace's recipe in use; see or change it on **Augment & balance**." if hint else ""))
+
+
+def recipe_in_use_note(recipe: Mapping | None, name: str | None, class_names: list[str]) -> None:
+    """Train page: the recipe in use in one line, then what in it can change labels of this dataset."""
+    if problem := st.session_state.get(RECIPE_PROBLEM_KEY):
+        st.warning(f"⚠️ {problem}")
+    st.caption(recipe_caption(recipe, name))
+    try:
+        cfg = AugmentConfig.from_dict(recipe or {})
+    except ConfigError:
+        return
+    for w in label_warnings(cfg, class_names):
+        st.warning(f"⚠️ {w}")
 
 
 def soft_target_losses() -> str:

@@ -5,7 +5,7 @@ import json
 
 import streamlit as st
 
-from engine import workspace
+from engine import recipes, workspace
 from engine.config import DataConfig, data_config_from_dict, to_dict
 from engine.data.datasets import PreparedData, prepare_data
 from engine.infer import Predictor
@@ -99,3 +99,39 @@ def dataset_lines(*, on_data_page: bool) -> tuple[str, str | None]:
     return (f"{describe_source(_ref_source(ref))} (in view on Data)",
             f"Train uses {train}: save the one in view as a version and press **Train on this version** "
             "to train on it.")
+
+
+# --- the augmentation recipe in use (the workspace's, engine.recipes) --------------------------------
+
+RECIPE_KEY, RECIPE_NAME_KEY = "augment.config", "augment.name"  # what Train trains with, and its name
+RECIPE_START_KEY, RECIPE_PROBLEM_KEY = "augment.in_use_start", "augment.in_use_problem"
+
+
+def sync_recipe_in_use() -> None:
+    """Copy the workspace's recipe in use into this session (the router calls it before every page),
+    so a new tab, another session or a restart trains with the recipe chosen on Augment & balance."""
+    rec = recipes.recipe_in_use()
+    s = st.session_state
+    s[RECIPE_KEY], s[RECIPE_NAME_KEY], s[RECIPE_START_KEY] = rec["recipe"], rec["name"], rec["start"]
+    s[RECIPE_PROBLEM_KEY] = rec.get("problem")
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _class_names(source: str) -> list[str]:
+    if source == "builtin:mnist":
+        return [str(i) for i in range(10)]  # as engine.data.builtin names them; no 220 MB load for this
+    if source == "builtin:animal_mnist":
+        from engine.data.builtin import ANIMAL_CLASSES
+        return list(ANIMAL_CLASSES)
+    if source.startswith("version:"):
+        from engine.data.manifest import load_manifest
+        return list(load_manifest(source.split(":", 1)[1]).classes)
+    return []
+
+
+def class_names(cfg: DataConfig) -> list[str]:
+    """The dataset's class names, cheaply (no images read); [] when they cannot be known cheaply."""
+    try:
+        return _class_names(cfg.source)
+    except Exception:  # noqa: BLE001 — used for warnings only
+        return []

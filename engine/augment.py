@@ -605,3 +605,75 @@ def describe(cfg: AugmentConfig) -> list[str]:
     if tail is not None:
         out.append(f"Tail classes (< {cfg.tail_threshold} images) instead: " + "; ".join(describe(tail)))
     return out
+
+
+# --- label-changing settings for the dataset at hand ------------------------------------------------
+
+_GLYPH_PREFIXES = ("digit", "letter", "char", "character", "class", "number", "num")
+# pairs of characters that one flip or a half turn maps onto each other (or onto a lookalike)
+_HFLIP_PAIRS = (("b", "d"), ("p", "q"), ("2", "5"), ("s", "z"))
+_VFLIP_PAIRS = (("6", "9"), ("m", "w"), ("b", "p"), ("d", "q"), ("n", "u"))
+LABEL_ROTATION_DEGREES = 15  # above this, rotated digits and letters start to read as others
+LABEL_CROP_SCALE = 0.5  # crops keeping less than this share of the area can cut the telling stroke
+
+
+def _glyph(name: str) -> str | None:
+    """'3', 'digit_3', 'Letter-A' -> the one character; anything else -> None."""
+    s = str(name).strip().lower()
+    for p in _GLYPH_PREFIXES:
+        if s.startswith(p) and len(s) > len(p):
+            s = s[len(p):].lstrip(" _-.:")
+            break
+    return s if len(s) == 1 and s.isalnum() else None
+
+
+def text_like(class_names: Sequence[str]) -> bool:
+    """Whether every class is one digit or letter (MNIST, EMNIST, SVHN, OCR): images whose
+    meaning depends on orientation and on every stroke."""
+    return len(class_names) >= 2 and all(_glyph(n) is not None for n in class_names)
+
+
+def label_warnings(cfg: AugmentConfig, class_names: Sequence[str]) -> list[str]:
+    """Settings that can turn an image of one class into (a lookalike of) another for these
+    classes: flips and large rotations of digits, letters or left / right / up / down classes, and
+    aggressive crops of characters. Plain sentences; empty when nothing applies."""
+    out = _label_warnings(cfg, class_names, "")
+    tail = cfg.tail_config()
+    if tail is not None:
+        out += _label_warnings(tail, class_names, "Tail recipe: ")
+    return out
+
+
+def _label_warnings(cfg: AugmentConfig, class_names: Sequence[str], prefix: str) -> list[str]:
+    names = [str(n) for n in class_names]
+    lower = [n.lower() for n in names]
+    out: list[str] = []
+    if text_like(names):
+        glyphs = {_glyph(n) for n in names}
+        shown = ", ".join(names[:6]) + (", …" if len(names) > 6 else "")
+        kind = "digits and letters" if any(g.isalpha() for g in glyphs) else "digits"
+        kind = "letters" if all(g.isalpha() for g in glyphs) else kind
+        if cfg.hflip_prob:
+            pairs = [f"{a} ↔ {b}" for a, b in _HFLIP_PAIRS if a in glyphs and b in glyphs]
+            out.append(f"{prefix}Horizontal flip (p={cfg.hflip_prob:g}) mirrors {kind} (classes {shown}): a "
+                       "mirrored 3 or 7 is no character" + (f", mirrored {', '.join(pairs)} look alike" if pairs
+                                                            else "") + ", yet the flipped image keeps its label.")
+        if cfg.vflip_prob:
+            pairs = [f"{a} ↔ {b}" for a, b in _VFLIP_PAIRS if a in glyphs and b in glyphs]
+            out.append(f"{prefix}Vertical flip (p={cfg.vflip_prob:g}) turns {kind} upside down (classes {shown})"
+                       + (f": {', '.join(pairs)} swap" if pairs else "") + ", yet the flipped image keeps its label.")
+        if cfg.rotation_degrees > LABEL_ROTATION_DEGREES:
+            out.append(f"{prefix}Rotation up to ±{cfg.rotation_degrees:g}° on {kind}: beyond about "
+                       f"{LABEL_ROTATION_DEGREES}° a 1 reads as a 7" + (", a 6 as a 9" if {"6", "9"} <= glyphs
+                                                                      else "") + ".")
+        if cfg.random_resized_crop and cfg.rrc_scale[0] < LABEL_CROP_SCALE:
+            out.append(f"{prefix}Random resized crop down to {cfg.rrc_scale[0] * 100:.0f}% of the image can cut away "
+                       f"the stroke that tells 1 from 7 or 3 from 8 on {kind}. Keep at least "
+                       f"{LABEL_CROP_SCALE * 100:.0f}% (`light` keeps 80%).")
+        return out
+    for flip, p, (a, b) in (("Horizontal", cfg.hflip_prob, ("left", "right")),
+                            ("Vertical", cfg.vflip_prob, ("up", "down"))):
+        if p and any(a in n for n in lower) and any(b in n for n in lower):
+            out.append(f"{prefix}{flip} flip (p={p:g}) turns '{a}' images into '{b}' ones, and both are "
+                       "classes here: flipped images get the wrong label.")
+    return out

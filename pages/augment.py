@@ -3,7 +3,7 @@ weights and sampling rates of the long-tail methods before training."""
 import streamlit as st
 
 from dashboard import augment_ui as ui, state
-from engine.augment import AugmentConfig, describe, validate_for_training
+from engine.augment import AugmentConfig, describe, label_warnings, validate_for_training
 from engine.config import ConfigError, TrainConfig
 
 st.title("🎨 Augment & balance")
@@ -49,15 +49,18 @@ with left:
         st.session_state[ui.LAST_START_KEY] = start
         base_name, base = options[start]
         name = base_name if AugmentConfig.from_dict(base) == cfg else f"{base_name} (modified)"
-        st.session_state[ui.ACTIVE_KEY] = cfg.to_dict()
-        st.session_state[ui.NAME_KEY] = name
+        ui.apply_if_changed(cfg, name, start)  # the workspace's recipe in use: every tab trains with it
+        st.session_state[ui.ACTIVE_KEY], st.session_state[ui.NAME_KEY] = cfg.to_dict(), name
         for w in warnings:
             st.warning(w)
+        for w in label_warnings(cfg, data.class_names):
+            st.warning(f"⚠️ **Can change labels here.** {w}")
         if cfg.batch_mix:
             st.info(f"MixUp/CutMix make soft labels: train with {ui.soft_target_losses()} "
                     "(the other losses need hard labels), batch size 2 or more.")
         with st.container(border=True):
-            st.markdown(f"✅ **Training will use: {name}**")
+            st.markdown(f"✅ **Training will use: {name}** (saved in the workspace: every tab and session "
+                        "trains with it)")
             st.markdown("  \n".join(f"· {line}" for line in describe(cfg)))
 
     c1, c2 = st.columns([3, 1], vertical_alignment="bottom")

@@ -60,7 +60,7 @@ with st.container(border=True):
                     params[p] = col.number_input(p, value=float(v), format="%.4f", key=f"train.lp.{loss}.{p}")
                 else:
                     params[p] = col.text_input(p, value=str(v), key=f"train.lp.{loss}.{p}")
-    st.caption(augment_ui.recipe_caption(augment_cfg, st.session_state.get("augment.name")))
+    augment_ui.recipe_in_use_note(augment_cfg, st.session_state.get("augment.name"), state.class_names(data_cfg))
     submitted = st.button("🚀 Train", type="primary", key="train.start")
 
 if submitted:

@@ -22,6 +22,7 @@ def page(trained_run, monkeypatch):
     home, _ = trained_run
     monkeypatch.setenv("TAILLAB_HOME", str(home))
     monkeypatch.chdir(os.path.dirname(os.path.dirname(__file__)))
+    (home / "recipe-in-use.json").unlink(missing_ok=True)  # the recipe in use is the workspace's: start from none
     at = AppTest.from_file(APP, default_timeout=120)
     at.switch_page(PAGE).run()
     _no_exception(at)

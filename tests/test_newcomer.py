@@ -110,3 +110,80 @@ def test_sidebar_follows_the_folder_in_view(home):
     table = next(d.value for d in at.dataframe if "group" in d.value.columns)
     assert list(table["class"]) == ["dog", "ant", "cat", "bee"]
     assert set(table["group"]) <= {"head", "medium", "tail"}
+
+
+# --- the augmentation recipe in use ----------------------------------------------------------------
+
+def test_recipe_in_use_lives_in_the_workspace(home):
+    from engine import recipes
+    from engine.augment import PRESETS
+    from engine.config import ConfigError
+    assert recipes.recipe_in_use() == recipes.NONE  # nothing chosen yet: no augmentation
+    d = recipes.save_recipe_in_use({"rotation_degrees": 10}, name="mine", start="preset:light")
+    assert d["recipe"]["rotation_degrees"] == 10.0 and d["recipe"] == recipes.recipe_in_use()["recipe"]
+    assert recipes.recipe_in_use()["name"] == "mine"
+    assert json.loads((home / "recipe-in-use.json").read_text())["start"] == "preset:light"
+    assert not list(home.glob(".recipe-*"))  # no temporary file left behind
+    with pytest.raises(ConfigError):
+        recipes.save_recipe_in_use({"hflip": 1}, name="bad")
+    assert recipes.recipe_in_use()["name"] == "mine"  # a refused recipe changes nothing
+    (home / "recipe-in-use.json").write_text("{not json")
+    broken = recipes.recipe_in_use()
+    assert broken["recipe"] == {} and "cannot be read" in broken["problem"]
+    recipes.save_recipe_in_use(PRESETS["strong"].to_dict(), name="strong", start="preset:strong")
+    assert recipes.recipe_in_use()["recipe"] == PRESETS["strong"].to_dict()
+
+
+def test_label_warnings_for_digits_not_for_animals():
+    from engine.augment import PRESETS, AugmentConfig, label_warnings, text_like
+    digits = [str(i) for i in range(10)]
+    assert text_like(digits) and text_like(["digit_0", "digit_1"]) and text_like(["A", "b", "C"])
+    assert not text_like(["cat", "dog"]) and not text_like(["7"])
+    assert label_warnings(PRESETS["light"], digits) == [] and label_warnings(PRESETS["none"], digits) == []
+    strong = label_warnings(PRESETS["strong"], digits)
+    assert any("Horizontal flip" in w for w in strong) and any("crop down to 25%" in w for w in strong)
+    assert label_warnings(PRESETS["strong"], ["bear", "cat", "dog"]) == []
+    upside = label_warnings(AugmentConfig(vflip_prob=0.5, rotation_degrees=40), digits)
+    assert any("6 ↔ 9" in w for w in upside) and any("±40°" in w for w in upside)
+    assert label_warnings(AugmentConfig(hflip_prob=0.5), ["turn_left", "turn_right", "stop"])
+    tail = AugmentConfig(tail_threshold=20, tail_recipe={"hflip_prob": 0.5})
+    assert [w for w in label_warnings(tail, digits) if w.startswith("Tail recipe: Horizontal flip")]
+
+
+def test_a_new_session_trains_with_the_workspace_recipe(home):
+    from engine import recipes
+    from engine.augment import PRESETS
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.switch_page("../pages/augment.py").run()
+    _ok(at)
+    assert not recipes.recipe_in_use_path().exists()  # opening the page writes nothing
+    at.selectbox(key="augment.start").set_value("preset:strong").run()
+    _ok(at)
+    assert recipes.recipe_in_use()["name"] == "strong"
+    assert recipes.recipe_in_use()["recipe"] == PRESETS["strong"].to_dict()
+    assert any("Horizontal flip" in w.value for w in at.warning)  # MNIST: digits
+    # another tab / session: its Train page uses and shows the workspace's recipe, with the warnings
+    other = AppTest.from_file(APP, default_timeout=120)
+    other.switch_page("../pages/train.py").run()
+    _ok(other)
+    assert other.session_state["augment.config"] == PRESETS["strong"].to_dict()
+    line = next(c.value for c in other.caption if "Augmentation" in c.value)
+    assert "**strong**" in line and "RandAugment" in line
+    assert any("Horizontal flip" in w.value for w in other.warning)
+    # its Augment page opens on that recipe, and follows a change made in the first tab
+    other.switch_page("../pages/augment.py").run()
+    assert other.selectbox(key="augment.start").value == "preset:strong"
+    assert other.slider(key="augment.main.hflip_prob").value == 0.5
+    at.selectbox(key="augment.start").set_value("preset:light").run()
+    other.run()
+    assert other.slider(key="augment.main.hflip_prob").value == 0.0
+    assert other.session_state["augment.name"] == "light"
+
+
+def test_train_says_no_augmentation_plainly(home):
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.switch_page("../pages/train.py").run()
+    _ok(at)
+    line = next(c.value for c in at.caption if "Augmentation" in c.value)
+    assert "No augmentation" in line and "**none**" in line
+    assert not at.warning
