@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import zlib
 from collections import Counter, OrderedDict
 from dataclasses import asdict
@@ -19,13 +18,12 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import charts, state
-from engine import workspace
 from engine.config import BUILTIN_SOURCES, ConfigError, DataConfig
-from engine.data import sources
+from engine.data import library, sources
 from engine.data.folder import DatasetError
 from engine.data.io import ImageReadError, open_image
 from PIL import ImageOps
-from engine.data.manifest import Manifest, diff_counts, list_manifests, load_manifest, manifest_from_scan, save_manifest
+from engine.data.manifest import Manifest, diff_counts, load_manifest, manifest_from_scan, save_manifest
 from engine.data.prepare import CONFIRM_SHARE, VersionPlan, apply_plan, fix_drops
 from engine.data.scan import ScanResult, scan_listing
 from engine.data.sources import DataError
@@ -115,8 +113,7 @@ def builtin(current: DataConfig) -> None:
 # --- step 1: the source --------------------------------------------------------------------------
 
 def _imported() -> list[str]:
-    d = workspace.home() / "datasets"
-    return sorted(p.name for p in d.iterdir() if p.is_dir() and not p.name.startswith(".")) if d.is_dir() else []
+    return library.imported_datasets()
 
 
 def pick_source(kind: str, current: DataConfig) -> tuple[str, str] | None:
@@ -145,7 +142,7 @@ def pick_source(kind: str, current: DataConfig) -> tuple[str, str] | None:
         if old:
             name = st.selectbox("… or open a zip imported before", ["—", *old], key="data.zip_old")
             if name != "—":
-                return "folder", str(workspace.home() / "datasets" / name)
+                return "folder", str(library.datasets_dir() / name)
         st.info("Drop a zip file: it is checked, then extracted into the workspace (`datasets/`).")
         return None
     if kind == CSV:
@@ -178,11 +175,9 @@ def _version_label(v: dict) -> str:
 
 def _import_upload(filename: str, data: bytes) -> Path:
     """Extract an uploaded zip into the workspace once: the same bytes reuse the same folder."""
-    name = sources.dataset_name(f"{Path(filename).stem[:48]}-{hashlib.sha256(data).hexdigest()[:8]}")
-    target = workspace.home() / "datasets" / name
-    if not target.is_dir():
-        with st.spinner(f"Checking and extracting {filename} …"):
-            res = sources.import_zip(data, name=name)
+    with st.spinner(f"Checking and extracting {filename} …"):
+        target, res = library.import_upload(filename, data)
+    if res is not None:
         st.toast(f"Extracted {res.files:,} files into datasets/{res.name}"
                  + (f" (unwrapped the folder {res.unwrapped!r})" if res.unwrapped else ""), icon="📦")
     return target
@@ -195,25 +190,7 @@ def _scans() -> "OrderedDict[tuple, tuple[ScanResult, Manifest]]":
     return OrderedDict()  # shared by every session: (kind, path, signature) -> (scan, base version)
 
 
-def _signature(path: Path) -> tuple:
-    """Changes when files are added, removed or renamed: mtimes of the folder and two levels below."""
-    if path.is_file():
-        st_ = path.stat()
-        return st_.st_mtime_ns, st_.st_size, path.parent.stat().st_mtime_ns
-    out, level = [path.stat().st_mtime_ns], [str(path)]
-    for _ in range(2):
-        nxt = []
-        for d in level[:5000]:
-            try:
-                with os.scandir(d) as it:
-                    for e in it:
-                        if e.is_dir(follow_symlinks=False):
-                            out.append(e.stat(follow_symlinks=False).st_mtime_ns)
-                            nxt.append(e.path)
-            except OSError:
-                continue
-        level = nxt
-    return len(out), hashlib.blake2b(repr(out).encode(), digest_size=8).hexdigest()
+_signature = library.source_signature  # the scan-cache key: changes when files come or go
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)
@@ -660,32 +637,17 @@ def save_and_train(base: Manifest, plan: VersionPlan, s: DatasetStats, key: tupl
 # --- saved versions ------------------------------------------------------------------------------
 
 @st.cache_data(show_spinner=False, max_entries=4)
-def _versions(dir_mtime: int, n_files: int, names: str) -> list[dict]:
-    names_by_hash = json.loads(names)
-    out = []
-    infos = list_manifests()  # newest first; saved within the same second: by file time
-    infos.sort(key=lambda i: (i.created, i.path.stat().st_mtime_ns), reverse=True)
-    for info in infos:
-        try:
-            j = json.loads(info.path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        cc = info.class_counts
-        out.append({"hash": info.hash, "name": names_by_hash.get(info.hash, ""), "source": info.source,
-                    "images": info.num_images, "classes": info.num_classes,
-                    "splits": " / ".join(f"{k} {sum(v.values()):,}" for k, v in cc.items()),
-                    "created": info.created.replace("T", " ")[:19], "parent": (j.get("parent") or "")[:16],
-                    "actions": " → ".join(j.get("actions", []))})
-    return out
+def _versions(signature: tuple, names: str) -> list[dict]:
+    return [v.to_dict() for v in library.list_versions(json.loads(names))]
 
 
 def versions() -> list[dict]:
     """Saved versions (manifest files), newest first, with their names from the store."""
-    d = workspace.home() / "manifests"
-    if not d.is_dir():
+    signature = library.versions_signature()
+    if signature == (0, 0):
         return []
     names = {v.id: v.name for v in state.store().list_dataset_versions()}
-    return _versions(d.stat().st_mtime_ns, len(os.listdir(d)), json.dumps(names, sort_keys=True))
+    return _versions(signature, json.dumps(names, sort_keys=True))
 
 
 def _open_version(h: str) -> None:

@@ -168,19 +168,20 @@ def cmd_split(args) -> int:
 
 
 def cmd_versions(args) -> int:
-    # The dataset_versions table of the store is wired elsewhere; this lists the manifest files.
-    from engine.data.manifest import list_manifests
+    """Saved versions, newest first, with the names they were saved under: the Data page's list."""
+    from engine.data.library import list_versions
+    from engine.store import open_store
 
-    infos = list_manifests()
+    names = {v.id: v.name for v in open_store().list_dataset_versions()}
+    infos = list_versions(names)
     if args.json:
-        print(json.dumps([{"hash": i.hash, "path": str(i.path), "source": i.source, "created": i.created,
-                           "num_images": i.num_images, "num_classes": i.num_classes,
-                           "class_counts": i.class_counts} for i in infos], ensure_ascii=False))
+        print(json.dumps([v.to_dict() for v in infos], ensure_ascii=False))
         return 0
     if not infos:
         print("No dataset versions yet: taillab data split SOURCE makes one.")
-    for i in infos:
-        print(f"{i.hash[:16]}  {i.created}  {i.num_images:>8,} images  {i.num_classes:>4} classes  {i.source}")
+    for v in infos:
+        print(f"{v.hash[:16]}  {v.created}  {v.images:>8,} images  {v.classes:>4} classes  {v.splits}  "
+              f"{v.name or v.source}")
     return 0
 
 

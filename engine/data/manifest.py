@@ -206,6 +206,8 @@ class ManifestInfo:
     num_images: int
     num_classes: int
     class_counts: dict
+    parent: str | None = None  # hash of the version it was derived from
+    actions: tuple[str, ...] = ()  # what was done to get here, oldest first
 
 
 def list_manifests(directory: str | os.PathLike | None = None) -> list[ManifestInfo]:
@@ -216,7 +218,8 @@ def list_manifests(directory: str | os.PathLike | None = None) -> list[ManifestI
         try:
             j = json.loads(p.read_text(encoding="utf-8"))
             out.append(ManifestInfo(j["hash"], p, j.get("source", ""), j.get("created", ""),
-                                    j["num_images"], j["num_classes"], j["class_counts"]))
+                                    j["num_images"], j["num_classes"], j["class_counts"],
+                                    j.get("parent"), tuple(j.get("actions", ()))))
         except (OSError, ValueError, KeyError):
             continue
     return sorted(out, key=lambda i: i.created, reverse=True)
