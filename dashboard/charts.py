@@ -58,7 +58,7 @@ def class_histogram(names: Sequence[str], counts: Sequence[int], groups: Sequenc
             fig.add_hline(y=thr, line_dash="dot", line_color="#888")
             fig.add_annotation(x=1, xref="paper", xanchor="right", y=math.log10(thr) if log_y else thr,
                                yanchor="bottom", text=f"{label} {thr}", showarrow=False,
-                               font=dict(size=11, color="#666"))
+                               font=dict(size=11, color="#666"), bgcolor="rgba(255,255,255,0.8)")
     fig.update_xaxes(categoryorder="array", categoryarray=names, title="class (sorted by count)")
     fig.update_layout(yaxis=dict(title="training images" + (" (log scale)" if log_y else ""),
                                  type="log" if log_y else "linear", dtick=1 if log_y else None))

@@ -2,7 +2,7 @@
 weights and sampling rates of the long-tail methods before training."""
 import streamlit as st
 
-from dashboard import augment_ui as ui, state
+from dashboard import augment_ui as ui, charts, state
 from engine.augment import AugmentConfig, describe, label_warnings, validate_for_training
 from engine.config import ConfigError, TrainConfig
 
@@ -79,7 +79,7 @@ with right:
     default = tail[:4] if len(tail) >= 2 else rarest[:3]
     p1, p2, p3 = st.columns([3, 1, 1])
     chosen = p1.multiselect("Classes to preview", list(range(len(names))), default=default,
-                            format_func=lambda c: f"{names[c]} ({counts[c]:,} · {groups[c]})",
+                            format_func=lambda c: f"{names[c]} ({counts[c]:,} · {charts.GROUP_LABELS[groups[c]]})",
                             key=f"augment.classes.{data.version_id[:12]}",
                             help="Tail classes by default: they are the ones augmentation is for.")
     n = p2.number_input("Views", 1, 8, 4, key="augment.n")
