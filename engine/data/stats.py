@@ -658,7 +658,8 @@ def format_report(st: DatasetStats, *, top: int = 10) -> str:
         + (f", splits: {', '.join(st.splits)}" if st.splits != [UNSPLIT] else ""),
         f"Class figures {st.counts_note}",
         f"Imbalance ratio {s.imbalance_ratio:.2f} | Gini {s.gini:.3f} | normalised entropy "
-        f"{s.entropy:.3f} | {s.classes_for_80} of {s.num_classes} classes hold 80% of the images",
+        f"{s.entropy:.3f} | {s.classes_for_80} of {s.num_classes} classes hold 80% of the "
+        f"{'training ' if st.counts_from == 'train' else ''}images",
         f"Groups (head > {st.settings['many']}, tail < {st.settings['few']} images): "
         f"{s.many} head, {s.medium} medium, {s.few} tail",
         "",
