@@ -20,7 +20,7 @@ import streamlit as st
 from dashboard import charts, state
 from engine.config import BUILTIN_SOURCES, ConfigError, DataConfig
 from engine.data import library, sources
-from engine.data.folder import DatasetError
+from engine.data.sources import DatasetError
 from engine.data.io import ImageReadError, open_image
 from PIL import ImageOps
 from engine.data.manifest import Manifest, diff_counts, load_manifest, manifest_from_scan, save_manifest

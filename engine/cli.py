@@ -37,9 +37,19 @@ _TRAIN_FLAGS = {  # flag -> (field, type); data fields go into cfg.data
     "loss": ("loss", str), "sampler": ("sampler", str), "weight_decay": ("weight_decay", float),
     "name": ("name", str), "device": ("device", str), "scheduler": ("scheduler", str),
     "init_from": ("init_from", str), "train_scope": ("train_scope", str),
+    "threads": ("threads", int), "num_workers": ("num_workers", int),
 }
 _DATA_FLAGS = {"dataset": ("source", str), "imbalance_ratio": ("imbalance_ratio", float),
-               "n_max": ("n_max", int), "data_seed": ("seed", int), "image_size": ("image_size", int)}
+               "n_max": ("n_max", int), "data_seed": ("seed", int), "image_size": ("image_size", int),
+               "channels": ("channels", int), "val_fraction": ("val_fraction", float),
+               "test_fraction": ("test_fraction", float)}
+_AUTO_HELP = {"model": "auto (default: from image size and data size) or a model name",
+              "loss": "auto (default: logit-adjusted when the training split is imbalanced) or a loss name",
+              "optimizer": "auto (default: AdamW), sgd or adamw", "lr": "peak learning rate (default: auto)",
+              "image_size": "model input side in px (default: auto, native for small images)",
+              "channels": "1 or 3 (default: auto, 1 when every image is greyscale)",
+              "dataset": "mnist, animal_mnist, a folder (class sub-folders, optionally inside "
+                         "train/ val/ test/), a CSV manifest or version:HASH"}
 
 
 def _add_train(sub) -> None:
@@ -50,7 +60,7 @@ def _add_train(sub) -> None:
                               "--sampler class_balanced --loss ce --epochs 5")
     p.add_argument("--config", type=Path, help="TOML file with TrainConfig settings ([data] table)")
     for flag, (_, typ) in {**_TRAIN_FLAGS, **_DATA_FLAGS}.items():
-        p.add_argument("--" + flag.replace("_", "-"), dest=flag, type=typ)
+        p.add_argument("--" + flag.replace("_", "-"), dest=flag, type=typ, help=_AUTO_HELP.get(flag))
     p.add_argument("--pretrained", action="store_true", default=None)
     p.add_argument("--detach", action="store_true", help="print the run id and return at once")
     p.add_argument("--print-config", action="store_true", help="print the resolved TOML and exit")
@@ -80,8 +90,12 @@ def build_train_config(args) -> TrainConfig:
     for flag, (field, _) in _DATA_FLAGS.items():
         if getattr(args, flag) is not None:
             data[field] = getattr(args, flag)
-    if data.get("source") in ("mnist", "animal_mnist"):
-        data["source"] = "builtin:" + data["source"]
+    src = data.get("source")
+    if src in ("mnist", "animal_mnist"):
+        data["source"] = "builtin:" + src
+    elif src and not src.startswith(("builtin:", "version:")):
+        # The worker runs in another folder: a path relative to the user's shell must be made absolute.
+        data["source"] = str(Path(src).expanduser().resolve())
     base["data"] = data
     return train_config_from_dict(base)
 
@@ -93,19 +107,31 @@ def cmd_train(args) -> int:
 
     cfg = build_train_config(args)
     if args.print_config:
+        from engine.data.datasets import plan_data
+        from engine.defaults import resolve
+        if cfg.auto_fields:
+            res = resolve(cfg, plan_data(cfg.data).profile)
+            print(f"# auto: {res.summary}")
+            cfg = res.config
         print(to_toml(cfg))
         return 0
     store = open_store()
     kind = "crt" if cfg.train_scope == "classifier" else "train"
     run = jobs.launch(cfg, store, kind=kind, parent_run_id=cfg.init_from)
     print(f"run id: {run.id}  ({run.name})", flush=True)
+    if run.tags.get("auto"):
+        print(f"auto: {run.tags['auto']}", flush=True)
     if args.detach:
         return 0
-    shown_epochs = 0
+    shown_epochs, notes_shown = 0, False
     try:
         while True:
             store.reap_stale()
             run = store.get_run(run.id)
+            if not notes_shown and run.tags.get("data_notes"):
+                for note in json.loads(run.tags["data_notes"]):
+                    print(f"data: {note}", flush=True)
+                notes_shown = True
             lat = run.latest
             done = lat.get("train/step_loss") is not None
             epochs = [p for p in store.metric_history(run.id, ["val/bal_acc"])]

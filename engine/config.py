@@ -31,6 +31,7 @@ def _positive(name: str, value: float, *, allow_zero: bool = False) -> None:
         raise ConfigError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value!r}.")
 
 
+AUTO = "auto"  # a setting resolved from the data by engine.defaults.resolve when a run starts
 BUILTIN_SOURCES = ("builtin:mnist", "builtin:animal_mnist")
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULERS = ("cosine", "constant")
@@ -47,7 +48,9 @@ class DataConfig:
     source: str = "builtin:mnist"
     imbalance_ratio: float = 100.0  # n_max / n_min of the training split; 1 keeps it balanced
     profile: str = "exp"  # "exp" (CIFAR-LT) or "step" (half the classes get n_max / ratio)
-    n_max: int | None = None  # images of the largest class; None = the most every class can give
+    # images of the largest class; None = 1,000 for the built-ins (so head, medium and tail all
+    # exist at ratio 100), the most every class can give for folders
+    n_max: int | None = None
     seed: int = 0  # seeds the long-tail subset and the split
     val_per_class: int = 100  # balanced validation images per class (built-ins) ...
     val_fraction: float = 0.1  # ... or this share of each class (folders)
@@ -56,8 +59,8 @@ class DataConfig:
     many_threshold: int = 100  # classes with > this many training images are "many-shot" (head)
     few_threshold: int = 20  # classes with < this many are "few-shot" (tail); between = medium
     longtail: bool | None = None  # build the long-tailed subset; None = yes for built-ins only
-    image_size: int | None = None  # model input side in pixels; None = 28 for built-ins, 64 folders
-    channels: int | None = None  # 1 or 3; None = 1 for the MNIST built-ins, 3 for folders
+    image_size: int | None = None  # model input side in pixels; None = auto (engine.defaults)
+    channels: int | None = None  # 1 or 3; None = auto: 1 when every image is greyscale
 
     def __post_init__(self) -> None:
         if not isinstance(self.source, str) or not self.source.strip():
@@ -97,7 +100,7 @@ class TrainConfig:
 
     data: DataConfig = field(default_factory=DataConfig)
     name: str = ""  # shown in the run history; empty = "<model>-<dataset>"
-    model: str = "small_cnn"  # see engine.models.list_models()
+    model: str = AUTO  # see engine.models.list_models(); auto: from image size and data size
     pretrained: bool = False  # load offline ImageNet weights where the model has them
     init_from: str | None = None  # run id whose best.pt initialises the model (cRT, fine-tuning)
     # "all" trains every layer; "classifier" freezes the rest (BatchNorm statistics included),
@@ -105,13 +108,13 @@ class TrainConfig:
     train_scope: str = "all"
     epochs: int = 5
     batch_size: int = 128
-    lr: float = 0.05  # peak learning rate (per batch of batch_size images)
-    optimizer: str = "sgd"
+    lr: float | None = None  # peak learning rate (per batch of batch_size images); None = auto
+    optimizer: str = AUTO  # sgd | adamw | auto (AdamW)
     momentum: float = 0.9  # SGD only
-    weight_decay: float = 5e-4
+    weight_decay: float | None = None  # None = auto: 0.05 with AdamW (decoupled), 5e-4 with SGD
     scheduler: str = "cosine"  # per-step cosine decay to 0 after warmup, or constant
     warmup_epochs: float = 0.0
-    loss: str = "ce"  # see engine.imbalance.list_losses()
+    loss: str = AUTO  # see engine.imbalance.list_losses(); auto: from the training imbalance
     loss_params: dict = field(default_factory=dict)
     sampler: str = "instance"  # see engine.imbalance.SAMPLERS
     drw_epoch: int | None = None  # from this epoch (0-based) use effective-number class weights
@@ -119,16 +122,16 @@ class TrainConfig:
     seed: int = 0  # seeds weights, sampling order and augmentation
     device: str = "auto"
     log_every: int = 10  # steps between training-loss points in the store
-    num_workers: int = 0  # DataLoader worker processes
-    threads: int | None = None  # torch CPU threads; None = CPU cores - 1 (one left for the dashboard)
+    num_workers: int | None = None  # DataLoader worker processes; None = auto
+    threads: int | None = None  # torch CPU threads; None = auto (all cores; one left free for the dashboard)
 
     def __post_init__(self) -> None:
         from engine.models import MODELS  # local: models imports torch
 
         if isinstance(self.data, Mapping):
             object.__setattr__(self, "data", DataConfig(**self.data))
-        _choice("model", self.model, sorted(MODELS))
-        _choice("optimizer", self.optimizer, OPTIMIZERS)
+        _choice("model", self.model, [AUTO, *sorted(MODELS)])
+        _choice("optimizer", self.optimizer, (AUTO, *OPTIMIZERS))
         _choice("scheduler", self.scheduler, SCHEDULERS)
         _choice("device", self.device, DEVICES)
         _choice("train_scope", self.train_scope, TRAIN_SCOPES)
@@ -143,14 +146,17 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be a whole number >= 1, got {v!r}.")
         if self.epochs > 10_000:
             raise ConfigError(f"epochs must be at most 10000, got {self.epochs}.")
-        _positive("lr", self.lr)
-        if self.lr > 10:
-            raise ConfigError(f"lr {self.lr} is far too large (must be <= 10).")
+        if self.lr is not None:
+            _positive("lr", self.lr)
+            if self.lr > 10:
+                raise ConfigError(f"lr {self.lr} is far too large (must be <= 10).")
         _positive("momentum", self.momentum, allow_zero=True)
-        _positive("weight_decay", self.weight_decay, allow_zero=True)
+        if self.weight_decay is not None:
+            _positive("weight_decay", self.weight_decay, allow_zero=True)
         _positive("warmup_epochs", self.warmup_epochs, allow_zero=True)
-        if self.num_workers < 0:
-            raise ConfigError("num_workers must be >= 0.")
+        if self.num_workers is not None and (isinstance(self.num_workers, bool)
+                                             or not isinstance(self.num_workers, int) or self.num_workers < 0):
+            raise ConfigError(f"num_workers must be a whole number >= 0 (or empty for automatic), got {self.num_workers!r}.")
         if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)
                                          or self.threads < 1):
             raise ConfigError(f"threads must be a whole number >= 1 (or empty for automatic), got {self.threads!r}.")
@@ -166,7 +172,7 @@ class TrainConfig:
         from engine import imbalance
 
         losses = imbalance.list_losses()
-        _choice("loss", self.loss, [info.name for info in losses])
+        _choice("loss", self.loss, [AUTO, *(info.name for info in losses)])
         _choice("sampler", self.sampler, list(imbalance.SAMPLERS))
         if self.augment:
             self._check_augment(losses)
@@ -176,15 +182,25 @@ class TrainConfig:
         from engine import augment
 
         recipe = augment.AugmentConfig.from_dict(self.augment)
-        loss = next(info for info in losses if info.name == self.loss)
-        if recipe.batch_mix and not loss.supports_soft_targets:
+        loss = next((info for info in losses if info.name == self.loss), None)
+        if recipe.batch_mix and loss is not None and not loss.supports_soft_targets:
             soft = ", ".join(info.name for info in losses if info.supports_soft_targets)
             raise ConfigError(
                 f"MixUp/CutMix turn the targets into soft labels, which loss {self.loss!r} cannot "
                 f"use. Losses that can: {soft}. Or switch MixUp and CutMix off.")
-        # prepare_data's defaults: 28 px for the built-ins, 64 px for folders.
-        size = self.data.image_size or (28 if self.data.source.startswith("builtin:") else 64)
-        augment.validate_for_training(recipe, batch_size=self.batch_size, input_size=size, image_size=size)
+        # An automatic input size is known once the data is (fit checks the recipe again then);
+        # the built-ins are 28 px.
+        size = self.data.image_size or (28 if self.data.source.startswith("builtin:") else None)
+        if size is not None:
+            augment.validate_for_training(recipe, batch_size=self.batch_size, input_size=size, image_size=size)
+
+    @property
+    def auto_fields(self) -> list[str]:
+        """Settings still to be resolved from the data (engine.defaults.resolve)."""
+        out = [f for f in ("model", "loss", "optimizer") if getattr(self, f) == AUTO]
+        out += [f for f in ("lr", "weight_decay", "num_workers", "threads") if getattr(self, f) is None]
+        out += [f"data.{f}" for f in ("image_size", "channels") if getattr(self.data, f) is None]
+        return out
 
     @property
     def display_name(self) -> str:

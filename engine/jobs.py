@@ -22,9 +22,28 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def launch(cfg: TrainConfig, store: Store, *, kind: str = "train",
-           parent_run_id: str | None = None) -> Run:
+           parent_run_id: str | None = None, dashboard: bool = False) -> Run:
+    """Resolve the settings left at auto from the data, store the run (status queued) with the
+    resolved config, and start its worker.
+
+    ``dashboard``: the run comes from the browser, whose user may not own this machine: a folder
+    or CSV source must lie inside the allowed data roots (``TAILLAB_DATA_ROOTS``), and one CPU
+    core stays free for the dashboard. From a shell (the CLI), any readable path is accepted.
+    Raises DataError / ConfigError before anything is stored."""
+    import json
+
+    from engine.data.datasets import plan_data
+    from engine.data.sources import allowed_roots
+    from engine.defaults import resolve
+
+    plan = plan_data(cfg.data, roots=allowed_roots() if dashboard else None)
+    res = resolve(cfg, plan.profile, dashboard=dashboard) if cfg.auto_fields else None
+    if res is not None:
+        cfg = res.config
     run = store.create_run(to_dict(cfg), name=cfg.display_name, kind=kind,
                            parent_run_id=parent_run_id)
+    if res is not None:
+        store.set_tags(run.id, {"auto": res.summary, "auto_reasons": json.dumps(res.reasons)})
     folder = workspace.run_dir(run.id)
     env = dict(os.environ)
     env["TAILLAB_HOME"] = str(workspace.home())

@@ -50,6 +50,72 @@ def _small_cnn(num_classes: int, in_channels: int, input_size: int, pretrained: 
     return SmallCNN(num_classes, in_channels)
 
 
+def _conv_bn(cin: int, cout: int, stride: int = 1) -> list[nn.Module]:
+    return [nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+
+
+class CompactCNN(nn.Module):
+    """Two conv blocks (32, 64 channels, each followed by 2x2 max-pooling), then a 128-unit
+    layer over the whole feature map. Unlike global pooling it keeps *where* strokes are, which
+    digits, letters and silhouettes need. About 0.4 M parameters and 4 M multiply-adds at 28 px:
+    an epoch of 11,000 digits takes seconds on one CPU core. Maps larger than 7x7 (inputs over
+    28 px) are average-pooled to 7x7 first, so the head stays small at any input size."""
+
+    def __init__(self, num_classes: int, in_channels: int = 1, input_size: int = 28) -> None:
+        super().__init__()
+        side = max(1, input_size // 4)
+        self.features = nn.Sequential(*_conv_bn(in_channels, 32), nn.MaxPool2d(2),
+                                      *_conv_bn(32, 64), nn.MaxPool2d(2),
+                                      *([nn.AdaptiveAvgPool2d(7)] if side > 7 else []), nn.Flatten())
+        side = min(side, 7)
+        self.head = nn.Sequential(nn.Linear(64 * side * side, 128), nn.ReLU(inplace=True), nn.Dropout(0.2))
+        self.fc = nn.Linear(128, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.head(self.features(x)))
+
+
+def _compact_cnn(num_classes: int, in_channels: int, input_size: int, pretrained: bool) -> nn.Module:
+    return CompactCNN(num_classes, in_channels, input_size)
+
+
+class _BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(*_conv_bn(cin, cout, stride), nn.Conv2d(cout, cout, 3, 1, 1, bias=False),
+                                  nn.BatchNorm2d(cout))
+        self.short = nn.Identity() if stride == 1 and cin == cout else nn.Sequential(
+            nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.body(x) + self.short(x))
+
+
+class CifarResNet(nn.Module):
+    """The CIFAR ResNet of He et al. (2016), section 4.2: a 3x3 stem, three stages of n basic
+    blocks (16, 32, 64 channels; stride 2 between stages), global pooling. depth = 6n + 2;
+    ResNet-20 has 0.27 M parameters. Projection (1x1) shortcuts where the shape changes."""
+
+    def __init__(self, num_classes: int, in_channels: int = 3, depth: int = 20) -> None:
+        super().__init__()
+        n = (depth - 2) // 6
+        layers: list[nn.Module] = [*_conv_bn(in_channels, 16)]
+        cin = 16
+        for i, cout in enumerate((16, 32, 64)):
+            for j in range(n):
+                layers.append(_BasicBlock(cin, cout, 2 if i and not j else 1))
+                cin = cout
+        self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.fc = nn.Linear(64, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x))
+
+
+def _resnet20(num_classes: int, in_channels: int, input_size: int, pretrained: bool) -> nn.Module:
+    return CifarResNet(num_classes, in_channels, depth=20)
+
+
 def _adapt_first_conv(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
     """Same conv for 1-channel input: sum the RGB filters (keeps pretrained responses to grey)."""
     if conv.in_channels == in_channels:
@@ -105,6 +171,13 @@ def _mobilenet_v2(num_classes: int, in_channels: int, input_size: int, pretraine
 
 
 MODELS: dict[str, ModelInfo] = {
+    "compact_cnn": ModelInfo("compact_cnn", "Compact CNN (0.4 M params)",
+                             "2 conv blocks + a 128-unit layer over the feature map; learns digits, "
+                             "letters and silhouettes up to ~48 px in seconds per epoch on a CPU.",
+                             _compact_cnn),
+    "resnet20": ModelInfo("resnet20", "ResNet-20, CIFAR-style (0.27 M params)",
+                          "He et al.'s CIFAR ResNet: 3x3 stem, 3 stages of 3 blocks; for ~32 px colour images.",
+                          _resnet20),
     "small_cnn": ModelInfo("small_cnn", "Small CNN (24 k params)",
                            "3 conv blocks + global pooling; fast on CPU, made for 28x28 input.",
                            _small_cnn),

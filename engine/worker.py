@@ -39,6 +39,8 @@ class StoreLogger(Callback):
             "train_counts": json.dumps(d.counts("train")),
             "device": str(state.device),
             "num_params": str(sum(p.numel() for p in state.model.parameters())),
+            "data_notes": json.dumps([*d.notes, state.val_note]),
+            **({"auto": state.auto} if state.auto else {}),
         })
 
     def on_step_end(self, state: FitState) -> None:

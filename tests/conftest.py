@@ -37,12 +37,12 @@ def store(workspace):
 
 
 def tiny_config(**overrides):
-    """A few seconds of training on a small MNIST-LT slice (counts 300 ... 30)."""
+    """A few seconds of training on a small MNIST-LT slice (counts 300 ... 30), automatic settings."""
     from engine.config import DataConfig, TrainConfig
     data = dict(source="builtin:mnist", imbalance_ratio=10.0, n_max=300, val_per_class=20,
                 test_per_class=100)
     data.update(overrides.pop("data", {}))
-    kw = dict(data=DataConfig(**data), epochs=4, batch_size=32, lr=0.1, log_every=5)
+    kw = dict(data=DataConfig(**data), epochs=4, batch_size=32, log_every=5)  # the rest: auto
     kw.update(overrides)
     return TrainConfig(**kw)
 

@@ -24,7 +24,7 @@ def test_train_from_toml_then_list_json(tmp_path):
     assert "run id:" in out.stdout and "epoch 2/2" in out.stdout and "finished" in out.stdout
     rows = json.loads(taillab("runs", "list", "--json", home=tmp_path / "ws").stdout)
     assert len(rows) == 1 and rows[0]["name"] == "from-toml" and rows[0]["status"] == "finished"
-    assert 0 < rows[0]["test_acc"] <= 1 and rows[0]["model"] == "small_cnn"
+    assert 0 < rows[0]["test_acc"] <= 1 and rows[0]["model"] == "compact_cnn"  # auto, resolved
     shown = json.loads(taillab("runs", "show", rows[0]["id"], "--json", home=tmp_path / "ws").stdout)
     assert shown["config"]["seed"] == 3 and shown["config"]["data"]["n_max"] == 200
 
@@ -51,7 +51,9 @@ def test_print_config_round_trips(tmp_path):
     assert 'source = "builtin:animal_mnist"' in out.stdout
     (tmp_path / "r.toml").write_text(out.stdout)
     again = taillab("train", "--config", str(tmp_path / "r.toml"), "--print-config", home=tmp_path / "ws")
-    assert again.stdout == out.stdout
+    # the first print resolved the auto settings (and says so); the saved file has none left
+    assert out.stdout.startswith("# auto: 28 px greyscale") and "ResNet-18 at 32 px" in out.stdout
+    assert again.stdout == out.stdout.split("\n", 1)[1]
 
 
 def test_predict_unknown_run(tmp_path):

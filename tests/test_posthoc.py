@@ -71,7 +71,7 @@ def test_tau_norm_at_zero_gives_the_models_logits_and_tunes_on_val(ws):
     store, run_id = ws
     run = posthoc.load_run(run_id)
     val = posthoc.outputs(run, "val")
-    assert val.features.shape == (len(val.targets), 64)  # small_cnn's penultimate width
+    assert val.features.shape == (len(val.targets), 128)  # compact_cnn's penultimate width
     weight, bias = posthoc._linear_head(run.model)
     again = posthoc.tau_norm_logits(val.features, weight, bias, 0.0)
     np.testing.assert_allclose(again, val.logits, rtol=1e-5, atol=1e-5)

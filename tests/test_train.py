@@ -17,12 +17,15 @@ def test_short_run_learns_well_above_chance(workspace):
             seen.append(metrics)
 
     result = fit(tiny_config(), [Spy()], checkpoint_dir=workspace / "ck")
-    # 10 balanced test classes: chance is 10 %
-    assert result.test["acc"] > 0.6 and result.test["bal_acc"] > 0.6, result.test
+    # 10 balanced test classes: chance is 10 %; the automatic settings reach ~93 % in 4 epochs
+    assert result.test["acc"] > 0.85 and result.test["bal_acc"] > 0.85, result.test
     assert len(seen) == 4 and seen[-1]["train/loss"] < seen[0]["train/loss"]
     assert {"val/acc", "val/bal_acc", "val/many_acc", "val/medium_acc", "val/few_acc"} <= set(seen[0])
     ck = torch.load(workspace / "ck" / "best.pt", weights_only=False)
-    assert ck["config"]["model"] == "small_cnn" and ck["eval_spec"]["size"] == 28
+    # the checkpoint stores the resolved settings, never "auto"
+    c = ck["config"]
+    assert (c["model"], c["loss"], c["optimizer"], c["lr"]) == ("compact_cnn", "logit_adjusted", "adamw", 2e-3)
+    assert (c["data"]["image_size"], c["data"]["channels"]) == (28, 1) and ck["eval_spec"]["size"] == 28
     assert ck["train_counts"] == [math.floor(300 * 10 ** (-i / 9)) for i in range(10)]
     assert (workspace / "ck" / "last.pt").exists()
 

@@ -5,7 +5,7 @@ from PIL import Image
 
 from engine.config import DataConfig, TrainConfig
 from engine.data.datasets import prepare_data
-from engine.data.folder import DatasetError
+from engine.data.sources import DatasetError
 from engine.data.manifest import manifest_from_scan, save_manifest
 from engine.data.scan import scan_folder
 from engine.data.split import stratified_split

@@ -1,29 +1,49 @@
-"""DataConfig -> train / val / test splits ready for a DataLoader, plus the dataset version.
+"""DataConfig -> train / val / test splits ready for training, through the one pipeline every
+source shares with the Data studio:
 
-Built-ins: a balanced validation set is carved from the training pool, then the long-tailed
-training subset (CIFAR-LT construction) is drawn from the rest; the test set stays balanced.
-Folders: a seeded stratified train / val / test split; the long-tail builder only on request.
+    folder | CSV | zip (imported) | saved version
+        -> listing (engine.data.sources: split folders train/val/test are recognised)
+        -> scan (engine.data.scan: cached per-file facts)
+        -> manifest (engine.data.manifest: rows, splits, content hash)
+        -> splits (the source's own, missing val / test carved from train; else stratified)
+        -> long-tailed training split (on request)
+        -> pixels decoded once per version and input size (engine.data.decode)
+
+Built-ins are arrays already: a balanced validation set is carved from the training pool, the
+long-tailed training subset (CIFAR-LT construction, largest class 1,000) is drawn from the rest,
+the test set stays balanced.
+
+``plan_data`` does the cheap half (which files, which split, the facts the automatic settings
+need); ``prepare_data`` adds the pixels and the normalisation. Class groups (head / medium / tail),
+class weights and samplers always use the training split's counts.
 """
 from __future__ import annotations
 
-import hashlib
-import json
+import dataclasses
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from engine.config import DataConfig
+from engine.data import split as ops
 from engine.data.builtin import load_builtin
-from engine.data.folder import DatasetError, list_image_folder
 from engine.data.io import ImageReadError, open_image
 from engine.data.longtail import longtail_counts, longtail_indices
+from engine.data.manifest import Manifest, load_manifest, manifest_from_scan, save_manifest
+from engine.data.sources import SPLITS, DataError, DatasetError, Listing, list_source
+from engine.data.stats import shot_group
+from engine.defaults import DataProfile
 from engine.transforms import EvalSpec, pil_to_uint8_tensor
 
-SPLITS = ("train", "val", "test")
+BUILTIN_N_MAX = 1_000  # largest built-in class: at ratio 100 the smallest keeps 10 (a real tail)
+GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
+
+Progress = Callable[[str, int, int], None]  # (phase, done, total)
 
 
 @dataclass
@@ -38,7 +58,25 @@ class Split:
         return len(self.labels)
 
     def ids(self) -> list[str]:
-        return list(self.paths) if self.images is None else [str(i) for i in range(len(self))]
+        return list(self.paths) if self.paths else [str(i) for i in range(len(self))]
+
+
+@dataclass
+class DataPlan:
+    """Which images, in which split, and the facts the automatic settings depend on."""
+    config: DataConfig
+    class_names: list[str]
+    splits: dict[str, Split]
+    profile: DataProfile
+    version_id: str  # content hash of the training version's manifest
+    notes: list[str] = field(default_factory=list)  # what was decided for the user, in words
+    manifest: Manifest | None = None  # None for the built-ins
+    base: Manifest | None = None  # the source's files before splitting (decode-cache key)
+    facts: dict | None = None  # rel path -> (format, mode, (height, width)) from the scan
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
 
 
 @dataclass
@@ -48,11 +86,16 @@ class PreparedData:
     splits: dict[str, Split]
     eval_spec: EvalSpec
     version_id: str  # content hash of the manifest
-    source_ids: dict[str, list[str]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    profile: DataProfile | None = None
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def in_memory(self) -> bool:
+        return all(s.images is not None for s in self.splits.values())
 
     def counts(self, split: str = "train") -> list[int]:
         return np.bincount(self.splits[split].labels, minlength=self.num_classes).tolist()
@@ -63,8 +106,7 @@ class PreparedData:
     def groups(self) -> list[str]:
         """many / medium / few per class, from training counts and the config's thresholds."""
         c = self.config
-        return ["many" if n > c.many_threshold else "few" if n < c.few_threshold else "medium"
-                for n in self.counts("train")]
+        return [shot_group(n, c.many_threshold, c.few_threshold) for n in self.counts("train")]
 
 
 class ImageDataset(Dataset):
@@ -99,9 +141,10 @@ class ImageDataset(Dataset):
         return img, label
 
 
-def _balanced_pick(labels: np.ndarray, per_class: int, rng: np.random.Generator,
-                   leave: int = 1) -> np.ndarray:
-    """Up to ``per_class`` random indices of each class, leaving at least ``leave`` behind."""
+def balanced_subset(labels: np.ndarray, per_class: int, seed: int = 0, *, leave: int = 0) -> np.ndarray:
+    """Up to ``per_class`` seeded random indices of each class (leaving at least ``leave``
+    behind), sorted."""
+    rng = np.random.default_rng(seed)
     out = []
     for c in np.unique(labels):
         idx = np.flatnonzero(labels == c)
@@ -109,15 +152,21 @@ def _balanced_pick(labels: np.ndarray, per_class: int, rng: np.random.Generator,
     return np.sort(np.concatenate(out)) if out else np.zeros(0, dtype=np.int64)
 
 
-def _builtin(cfg: DataConfig) -> tuple[list[str], dict[str, Split]]:
-    data = load_builtin(cfg.source.split(":", 1)[1])
+# --- built-ins -----------------------------------------------------------------------------------
+
+def _plan_builtin(cfg: DataConfig) -> DataPlan:
+    import hashlib
+
+    name = cfg.source.split(":", 1)[1]
+    data = load_builtin(name)
     rng = np.random.default_rng(cfg.seed)
     pool_labels = data.train_labels
-    val_idx = _balanced_pick(pool_labels, cfg.val_per_class, rng) if cfg.val_per_class else np.zeros(0, np.int64)
+    val_idx = balanced_subset(pool_labels, cfg.val_per_class, rng.integers(2**32), leave=1) \
+        if cfg.val_per_class else np.zeros(0, np.int64)
     rest = np.setdiff1d(np.arange(len(pool_labels)), val_idx)
     C = len(data.class_names)
     available = np.bincount(pool_labels[rest], minlength=C)
-    n_max = int(cfg.n_max or available.min())
+    n_max = int(cfg.n_max or min(BUILTIN_N_MAX, available.min()))
     if n_max > available.min():
         raise DatasetError(f"n_max={n_max} is more than the smallest class can give "
                            f"({available.min()} images after validation is held out).")
@@ -129,131 +178,234 @@ def _builtin(cfg: DataConfig) -> tuple[list[str], dict[str, Split]]:
     train_idx = rest[longtail_indices(pool_labels[rest], counts, cfg.seed)]
     test_idx = np.arange(len(data.test_labels))
     if cfg.test_per_class:  # a fixed balanced subset, the same for every seed
-        test_idx = _balanced_pick(data.test_labels, cfg.test_per_class, np.random.default_rng(0), leave=0)
+        test_idx = balanced_subset(data.test_labels, cfg.test_per_class, 0)
     splits = {
         "train": Split(labels=pool_labels[train_idx], images=data.train_images[train_idx]),
         "val": Split(labels=pool_labels[val_idx], images=data.train_images[val_idx]),
         "test": Split(labels=data.test_labels[test_idx], images=data.test_images[test_idx]),
     }
-    return data.class_names, splits, {"train": train_idx, "val": val_idx}
+    h = hashlib.sha256(f"builtin:{name} v2".encode())
+    for s in SPLITS:
+        h.update(s.encode())
+        h.update(np.ascontiguousarray(splits[s].images).tobytes())
+        h.update(np.ascontiguousarray(splits[s].labels).tobytes())
+    train_counts = tuple(np.bincount(splits["train"].labels, minlength=C).tolist())
+    profile = DataProfile(C, train_counts, 28, 28, 28, greyscale=True, native_channels=1)
+    notes = [f"built-in {name}: largest class {n_max:,}, imbalance ratio {ratio:g} ({cfg.profile} profile)"]
+    return DataPlan(cfg, list(data.class_names), splits, profile, h.hexdigest(), notes)
 
 
-def stratified_split(labels: np.ndarray, val_fraction: float, test_fraction: float,
-                     seed: int) -> dict[str, np.ndarray]:
-    """Per class: round(n * fraction) to val and test, at least 1 each when the class has >= 3."""
-    rng = np.random.default_rng(seed)
-    out = {s: [] for s in SPLITS}
-    for c in np.unique(labels):
-        idx = rng.permutation(np.flatnonzero(labels == c))
-        n = len(idx)
-        n_test = max(int(round(n * test_fraction)), 1 if n >= 3 and test_fraction > 0 else 0)
-        n_val = max(int(round(n * val_fraction)), 1 if n >= 3 and val_fraction > 0 else 0)
-        out["test"].append(idx[:n_test])
-        out["val"].append(idx[n_test:n_test + n_val])
-        out["train"].append(idx[n_test + n_val:])
-    return {s: np.sort(np.concatenate(v)).astype(np.int64) for s, v in out.items()}
+# --- files: folders, CSV manifests, imported zips, saved versions --------------------------------
+
+def _layout_hint(listing: Listing) -> str:
+    """A sentence naming the layout found, when the folder is one level too deep."""
+    if len(listing.classes) != 1 or listing.kind != "folder":
+        return ""
+    only = listing.root / listing.classes[0]
+    subs = sorted(d.name for d in only.iterdir() if d.is_dir() and not d.name.startswith(".")) if only.is_dir() else []
+    if subs:
+        shown = ", ".join(subs[:6]) + (" ..." if len(subs) > 6 else "")
+        return (f" It holds a single folder, {listing.classes[0]!r}, with the sub-folders {shown}: "
+                f"point TailLab at {only} (one level deeper).")
+    return ""
 
 
-def _folder(cfg: DataConfig) -> tuple[list[str], dict[str, Split]]:
-    root = Path(cfg.source).expanduser().resolve()
-    paths, labels, classes = list_image_folder(root)
-    if len(classes) < 2:
-        raise DatasetError(f"{root} has one class ({classes[0]}); a classifier needs at least two.")
-    labels = np.asarray(labels, dtype=np.int64)
-    parts = stratified_split(labels, cfg.val_fraction, cfg.test_fraction, cfg.seed)
-    if cfg.imbalance_ratio > 1 and cfg.longtail:  # None (default) = keep the folder as it is
-        tr = parts["train"]
-        counts = np.bincount(labels[tr], minlength=len(classes))
-        lt = longtail_counts(int(cfg.n_max or counts.min()), len(classes), cfg.imbalance_ratio,
-                             cfg.profile)
-        parts["train"] = tr[longtail_indices(labels[tr], lt, cfg.seed)]
-    splits = {s: Split(labels=labels[ix], root=root, paths=[paths[i] for i in ix])
-              for s, ix in parts.items()}
-    return classes, splits, {}
-
-
-def _version(cfg: DataConfig) -> tuple[list[str], dict[str, Split], str | None]:
-    """A saved dataset version (manifest). Unsplit versions get a seeded stratified split."""
-    from engine.data.manifest import load_manifest
-    from engine.data.sources import DataError
-
+def _source_listing(source: str, roots: Sequence[str | os.PathLike] | None) -> tuple[Listing, Manifest | None]:
+    if source.startswith("version:"):
+        ref = source.split(":", 1)[1]
+        try:
+            m = load_manifest(ref)
+        except DataError as e:
+            raise DatasetError(str(e)) from e
+        if not Path(m.root).is_dir():
+            raise DatasetError(f"The images of dataset version {m.short_hash} were in {m.root}, which is gone.")
+        return m.to_listing(), m
+    path = Path(source).expanduser()
+    parent = path.parent
     try:
-        m = load_manifest(cfg.source.split(":", 1)[1])
+        listing = list_source(path, roots=roots, check_root=roots is not None)
     except DataError as e:
-        raise DatasetError(str(e)) from e
+        hint = ""
+        if path.is_dir() and "holds images directly" in str(e) and parent != path:
+            hint = (f" {path.name!r} looks like one class's folder: point TailLab at the folder "
+                    f"above it, {parent}, which holds one sub-folder per class.")
+        raise DatasetError(f"{e}{hint}") from e
+    if len(listing.classes) < 2:
+        found = f"one class ({listing.classes[0]})" if listing.classes else "no class"
+        raise DatasetError(f"{listing.root} has {found}; a classifier needs at least two. Expected "
+                           "FOLDER/<class>/<image> or FOLDER/train|val|test/<class>/<image>."
+                           + _layout_hint(listing))
+    return listing, None
+
+
+def _splits(m: Manifest, cfg: DataConfig) -> tuple[Manifest, list[str]]:
+    """The source's own splits (missing val / test carved from train), else a stratified split."""
+    notes: list[str] = []
+    present = {r.split for r in m.rows}
+    if present - {""}:
+        if "" in present:
+            raise DatasetError("Some images have a split (train/val/test) and some do not: give every "
+                               "row of the CSV a split, or none.")
+        if "train" not in present:
+            raise DatasetError("The source has val/test images but no train split: add a train/ folder "
+                               "(one sub-folder per class).")
+        carve = {"val": cfg.val_fraction if "val" not in present else 0.0,
+                 "test": cfg.test_fraction if "test" not in present else 0.0}
+        m, warnings = ops.keep_source_splits(m, val_from_train=carve["val"], test_from_train=carve["test"],
+                                             seed=cfg.seed)
+        for s, share in carve.items():
+            if share:
+                notes.append(f"no {s} split in the source: {share:.0%} of each class's training "
+                             f"images became {s} (seed {cfg.seed})")
+        notes.append("the source's own train / val / test splits are used")
+    else:
+        m, warnings = ops.stratified_split(m, val=cfg.val_fraction, test=cfg.test_fraction,
+                                           seed=cfg.seed)
+        notes.append(f"no split folders: stratified split {1 - cfg.val_fraction - cfg.test_fraction:.0%} / "
+                     f"{cfg.val_fraction:.0%} / {cfg.test_fraction:.0%} per class (seed {cfg.seed}), "
+                     "at least one val and one test image per class that has three")
+    notes += warnings
+    # Every class must be learnable: a class without training images is named, with where it is.
+    counts = m.class_counts
+    missing = [c for c in m.classes if counts.get("train", {}).get(c, 0) == 0]
+    if missing:
+        where = {c: [s for s in ("val", "test") if counts.get(s, {}).get(c, 0)] for c in missing}
+        listed = "; ".join(f"{c!r} (only in {' and '.join(w) or 'no split'})" for c, w in where.items())
+        raise DatasetError(f"{len(missing)} class(es) have no training images: {listed}. Add training "
+                           "images for them, or remove them from val/test.")
+    if cfg.longtail and cfg.imbalance_ratio > 1:
+        m, more = ops.longtail_subset(m, ratio=cfg.imbalance_ratio, profile=cfg.profile, n_max=cfg.n_max,
+                                      seed=cfg.seed)
+        notes += more
+        notes.append(f"long-tailed training split built: ratio {cfg.imbalance_ratio:g}, {cfg.profile} profile")
+    return m, notes
+
+
+def _profile(m: Manifest, facts: dict) -> DataProfile:
+    train = [facts[r.path] for r in m.rows if r.split == "train"]
+    sides = np.array([max(h, w) for _, _, (h, w) in train] or [0])
+    modes = {mode for _, mode, _ in train}
+    grey = {md in GREY_MODES for md in modes}
     classes = m.classes
-    if len(classes) < 2:
-        raise DatasetError(f"Dataset version {m.short_hash} has {len(classes)} class; a classifier needs two.")
-    root = Path(m.root)
-    if not root.is_dir():
-        raise DatasetError(f"The images of dataset version {m.short_hash} were in {root}, which is gone.")
     index = {c: i for i, c in enumerate(classes)}
-    paths = [r.path for r in m.rows]
-    labels = np.asarray([index[r.label] for r in m.rows], dtype=np.int64)
-    if m.is_split:
-        parts = {s: np.asarray([i for i, r in enumerate(m.rows) if r.split == s], dtype=np.int64)
-                 for s in SPLITS}
-    else:
-        parts = stratified_split(labels, cfg.val_fraction, cfg.test_fraction, cfg.seed)
-    longtail = bool(cfg.longtail and cfg.imbalance_ratio > 1)
-    if longtail:
-        tr = parts["train"]
-        counts = np.bincount(labels[tr], minlength=len(classes))
-        lt = longtail_counts(int(cfg.n_max or counts.min()), len(classes), cfg.imbalance_ratio, cfg.profile)
-        parts["train"] = tr[longtail_indices(labels[tr], lt, cfg.seed)]
-    splits = {s: Split(labels=labels[ix], root=root, paths=[paths[i] for i in ix]) for s, ix in parts.items()}
-    # a split version used as it is keeps its own hash as the run's dataset version
-    return classes, splits, (m.hash if m.is_split and not longtail else None)
+    counts = np.bincount([index[r.label] for r in m.rows if r.split == "train"], minlength=len(classes))
+    return DataProfile(len(classes), tuple(counts.tolist()), int(np.median(sides)), int(sides.min()),
+                       int(sides.max()), greyscale=grey == {True}, mixed_colour=grey == {True, False})
 
 
-def _mean_std(split: Split, channels: int, size: int, limit: int = 2000) -> tuple[tuple, tuple]:
-    ds = ImageDataset(split, channels, None)
-    n = len(ds)
-    idx = np.random.default_rng(0).choice(n, size=min(n, limit), replace=False) if n else []
-    if split.images is not None:
-        x = torch.stack([ds.raw(int(i)) for i in idx]).float() / 255.0
+def _plan_files(cfg: DataConfig, roots, progress: Progress | None) -> DataPlan:
+    from engine.data.scan import scan_listing
+
+    listing, version = _source_listing(cfg.source, roots)
+    scan = scan_listing(listing, progress=(lambda d, t: progress("scan", d, t)) if progress else None)
+    facts = {f.rel: (f.format, f.mode, (f.height, f.width)) for f in scan.images if f.ok}
+    notes: list[str] = []
+    if version is None:
+        base = manifest_from_scan(scan)  # readable images only
+        bad = len(scan.images) - len(base.rows)
+        if bad:
+            notes.append(f"{bad} unreadable file(s) left out (see the Data page's problems)")
     else:
-        from torchvision.transforms.v2 import functional as F
-        x = torch.stack([F.resize(ds.raw(int(i)), [size, size], antialias=True) for i in idx]).float() / 255.0
-    mean = x.mean(dim=(0, 2, 3))
-    std = x.std(dim=(0, 2, 3)).clamp_min(1e-3)
+        base = version
+        unreadable = [r.path for r in base.rows if r.path not in facts]
+        if unreadable:
+            raise DatasetError(f"{len(unreadable)} image(s) of dataset version {base.short_hash} cannot be "
+                               f"read any more: {', '.join(unreadable[:5])}.")
+    if len(base.classes) < 2:
+        raise DatasetError(f"{listing.root} has {len(base.classes)} class with readable images; a "
+                           "classifier needs at least two.")
+    m, more = _splits(base, cfg)
+    notes += more
+    profile = _profile(m, facts)
+    index = {c: i for i, c in enumerate(m.classes)}
+    root = Path(m.root)
+    splits = {}
+    for s in SPLITS:
+        rows = [r for r in m.rows if r.split == s]
+        splits[s] = Split(labels=np.array([index[r.label] for r in rows], dtype=np.int64), root=root,
+                          paths=[r.path for r in rows])
+    if len(splits["train"]) == 0:
+        raise DatasetError("The training split is empty.")
+    return DataPlan(cfg, m.classes, splits, profile, m.hash, notes, manifest=m, base=base, facts=facts)
+
+
+def plan_data(cfg: DataConfig, *, roots: Sequence[str | os.PathLike] | None = None,
+              progress: Progress | None = None) -> DataPlan:
+    """Which images go to which split, and the data's facts. ``roots``: the allowed data folders
+    for a path that came from the dashboard (None: any readable path, as for the CLI)."""
+    if cfg.source.startswith("builtin:"):
+        return _plan_builtin(cfg)
+    return _plan_files(cfg, roots, progress)
+
+
+# --- pixels ------------------------------------------------------------------------------------
+
+def _to_input(images: np.ndarray, size: int, channels: int) -> np.ndarray:
+    """In-memory uint8 images -> (N, size, size[, 3]) in ``channels`` (built-ins)."""
+    from engine.data.decode import _resize
+
+    if images.shape[1:3] != (size, size):
+        images = np.stack([_resize(a, size) for a in images]) if len(images) else \
+            np.zeros((0, size, size, *images.shape[3:]), np.uint8)
+    if channels == 3 and images.ndim == 3:
+        images = np.repeat(images[..., None], 3, axis=3)
+    elif channels == 1 and images.ndim == 4:
+        images = np.rint(images.astype(np.float32).mean(axis=3)).astype(np.uint8)
+    return np.ascontiguousarray(images)
+
+
+def _mean_std(images: np.ndarray, limit: int = 10_000) -> tuple[tuple, tuple]:
+    idx = np.random.default_rng(0).choice(len(images), size=min(len(images), limit), replace=False)
+    x = images[np.sort(idx)].astype(np.float32) / 255.0
+    x = x.reshape(len(idx), -1, 1 if images.ndim == 3 else images.shape[3])
+    mean = x.mean(axis=(0, 1))
+    std = np.maximum(x.std(axis=(0, 1)), 1e-3)
     return tuple(round(float(v), 4) for v in mean), tuple(round(float(v), 4) for v in std)
 
 
-def manifest_hash(source: str, class_names: list[str], splits: dict[str, Split]) -> str:
-    h = hashlib.sha256()
-    h.update(json.dumps({"source": source, "classes": class_names}).encode())
-    for s in SPLITS:
-        sp = splits[s]
-        h.update(s.encode())
-        if sp.images is not None:
-            h.update(np.ascontiguousarray(sp.images).tobytes())
-        else:
-            for p in sp.paths:
-                f = sp.root / p
-                h.update(p.encode())
-                h.update(str(f.stat().st_size).encode())
-        h.update(np.ascontiguousarray(sp.labels).tobytes())
-    return h.hexdigest()
+def _mean_std_files(split: Split, channels: int, size: int, limit: int = 2000) -> tuple[tuple, tuple]:
+    from engine.data.decode import decode_many
+
+    idx = np.random.default_rng(0).choice(len(split), size=min(len(split), limit), replace=False)
+    arr = decode_many([str(split.root / split.paths[i]) for i in np.sort(idx)], size=size, channels=channels)
+    return _mean_std(arr)
 
 
-def prepare_data(cfg: DataConfig) -> PreparedData:
-    version = None
-    if cfg.source.startswith("builtin:"):
-        classes, splits, _ = _builtin(cfg)
-        default_size, default_channels = 28, 1
-    elif cfg.source.startswith("version:"):
-        classes, splits, version = _version(cfg)
-        default_size, default_channels = 64, 3
+def prepare_data(cfg: DataConfig, *, plan: DataPlan | None = None,
+                 roots: Sequence[str | os.PathLike] | None = None,
+                 progress: Progress | None = None) -> PreparedData:
+    """The splits with their pixels: decoded once into memory (cached per dataset version and
+    input size) when they fit, else read from their files each epoch; ``notes`` say which."""
+    from engine.defaults import choose_input, choose_model
+
+    plan = plan or plan_data(cfg, roots=roots, progress=progress)
+    size, channels = cfg.image_size, cfg.channels
+    if size is None or channels is None:  # auto: what engine.defaults.resolve would pick
+        auto_size, auto_channels, _ = choose_input(plan.profile, choose_model(plan.profile)[0])
+        size, channels = size or auto_size, channels or auto_channels
+    cfg = dataclasses.replace(cfg, image_size=size, channels=channels)
+    notes = list(plan.notes)
+    splits = plan.splits
+    if plan.base is None:  # built-in arrays
+        splits = {s: dataclasses.replace(sp, images=_to_input(sp.images, size, channels))
+                  for s, sp in splits.items()}
     else:
-        classes, splits, _ = _folder(cfg)
-        default_size, default_channels = 64, 3
-    for s in ("train",):
-        if len(splits[s]) == 0:
-            raise DatasetError("The training split is empty.")
-    size = cfg.image_size or default_size
-    channels = cfg.channels or default_channels
-    mean, std = _mean_std(splits["train"], channels, size)
-    return PreparedData(config=cfg, class_names=classes, splits=splits,
+        from engine.data.decode import decoded_arrays
+
+        save_manifest(plan.manifest)  # the run's dataset version, reusable from the Data page
+        base_rows = plan.base.rows
+        root = Path(plan.base.root)
+        arrays, note = decoded_arrays(
+            plan.base.hash, [str(root / r.path) for r in base_rows], size=size, channels=channels,
+            facts=[plan.facts[r.path] for r in base_rows],
+            progress=(lambda d, t: progress("decode", d, t)) if progress else None)
+        notes.append(note)
+        if arrays is not None:
+            pos = {r.path: i for i, r in enumerate(base_rows)}
+            splits = {s: dataclasses.replace(sp, images=arrays[[pos[p] for p in sp.paths]])
+                      for s, sp in splits.items()}
+    train = splits["train"]
+    mean, std = _mean_std(train.images) if train.images is not None else _mean_std_files(train, channels, size)
+    return PreparedData(config=cfg, class_names=plan.class_names, splits=splits,
                         eval_spec=EvalSpec(size=size, channels=channels, mean=mean, std=std),
-                        version_id=version or manifest_hash(cfg.source, classes, splits))
+                        version_id=plan.version_id, notes=notes, profile=plan.profile)

@@ -47,6 +47,11 @@ class DataError(ValueError):
     """A data source we cannot use. The message says what is wrong and what to do about it."""
 
 
+class DatasetError(DataError):
+    """A data source that cannot be trained on (no classes, a class without training images, ...).
+    A DataError, so one ``except DataError`` covers every data problem."""
+
+
 # --- allowed roots -------------------------------------------------------------------------------
 
 def allowed_roots() -> list[Path]:

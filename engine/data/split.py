@@ -169,29 +169,37 @@ def stratified_split(m: Manifest, *, val: float = 0.1, test: float = 0.2, seed: 
     return SplitResult(res, warnings)
 
 
-def keep_source_splits(m: Manifest, *, val_from_train: float = 0.0, seed: int = 0,
-                       min_val: int = 1) -> SplitResult:
+def keep_source_splits(m: Manifest, *, val_from_train: float = 0.0, test_from_train: float = 0.0,
+                       seed: int = 0, min_val: int = 1, min_test: int = 1) -> SplitResult:
     """Use the source's own splits (a CSV split column, train/val/test folders). Where the source
-    has no val split, ``val_from_train`` moves that share of each class's training images to val."""
+    has no val (test) split, ``val_from_train`` (``test_from_train``) moves that share of each
+    class's training images to it, at least ``min_val`` (``min_test``) where the class has enough."""
     if any(not r.split for r in m.rows):
         n = sum(not r.split for r in m.rows)
         raise DataError(f"{n} image(s) have no split in the source; use a stratified split instead.")
     if not any(r.split == "train" for r in m.rows):
         raise DataError("The source has no training split.")
-    warnings = []
-    if not val_from_train or any(r.split == "val" for r in m.rows):
-        if val_from_train:
-            warnings.append("The source already has a val split; val_from_train was ignored.")
+    present = {r.split for r in m.rows}
+    carve = {s: (share, minimum) for s, share, minimum in
+             (("test", test_from_train, min_test), ("val", val_from_train, min_val)) if share}
+    warnings = [f"The source already has a {s} split; {s}_from_train was ignored."
+                for s in carve if s in present]
+    carve = {s: v for s, v in carve.items() if s not in present}
+    if not carve:
         return SplitResult(m.derive(m.rows, "kept the source's splits"), warnings)
     rows = [r for r in m.rows if r.split != "train"]
     for label, members in _by_class(r for r in m.rows if r.split == "train").items():
-        nv, _, ok = _split_sizes(len(members), val_from_train, 0.0, min_val, 0)
+        t_share, t_min = carve.get("test", (0.0, 0))
+        v_share, v_min = carve.get("val", (0.0, 0))
+        nv, nt, ok = _split_sizes(len(members), v_share, t_share, v_min, t_min)
         if not ok:
-            warnings.append(f"Class {label!r} has {len(members)} training image(s): gave {nv} to val.")
+            warnings.append(f"Class {label!r} has {len(members)} training image(s): gave {nv} to val "
+                            f"and {nt} to test.")
         order = _class_rng(seed, label).permutation(len(members))
-        rows += [members[i]._replace(split="val" if rank < nv else "train") for rank, i in enumerate(order)]
-    return SplitResult(m.derive(rows, f"kept the source's splits, moved {val_from_train:g} of train to val "
-                                      f"(seed {seed})"), warnings)
+        rows += [members[i]._replace(split="test" if rank < nt else "val" if rank < nt + nv else "train")
+                 for rank, i in enumerate(order)]
+    moved = ", ".join(f"{share:g} of train to {s}" for s, (share, _) in sorted(carve.items()))
+    return SplitResult(m.derive(rows, f"kept the source's splits, moved {moved} (seed {seed})"), warnings)
 
 
 # --- long tail -----------------------------------------------------------------------------------
