@@ -1,13 +1,15 @@
 """Cached handles shared by all pages and sessions (st.cache_resource)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import streamlit as st
 
 from engine import recipes, workspace
 from engine.config import DataConfig, data_config_from_dict, to_dict
-from engine.data.datasets import PreparedData, prepare_data
+from engine.data import sources
+from engine.data.datasets import DataPlan, PreparedData, plan_data, prepare_data
 from engine.infer import Predictor
 from engine.store import Store, open_store
 
@@ -23,11 +25,30 @@ def store() -> Store:
 
 @st.cache_resource(show_spinner="Preparing the dataset ...", max_entries=4)
 def _prepared(config_json: str) -> PreparedData:
-    return prepare_data(data_config_from_dict(json.loads(config_json)))
+    return prepare_data(data_config_from_dict(json.loads(config_json)), roots=sources.allowed_roots())
 
 
 def prepared(cfg: DataConfig) -> PreparedData:
     return _prepared(json.dumps(to_dict(cfg), sort_keys=True))
+
+
+@st.cache_resource(show_spinner="Reading the dataset ...", max_entries=8)
+def _plan(config_json: str, signature: tuple) -> DataPlan:
+    # signature in the key: files added to or removed from the folder are seen
+    return plan_data(data_config_from_dict(json.loads(config_json)), roots=sources.allowed_roots())
+
+
+def data_plan(cfg: DataConfig) -> DataPlan:
+    """Which images train on, the splits and the data's facts (the allowed roots apply: the path
+    came from the browser). Raises DataError with the reason."""
+    from engine.data.library import source_signature
+
+    sig = ()
+    if not cfg.source.startswith(("builtin:", "version:")):
+        sources.check_allowed(cfg.source)
+        sig = source_signature(cfg.source)
+    base = dataclasses.replace(cfg, image_size=None, channels=None)  # the plan does not depend on them
+    return _plan(json.dumps(to_dict(base), sort_keys=True), sig)
 
 
 @st.cache_resource(show_spinner="Loading the model ...", max_entries=4)

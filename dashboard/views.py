@@ -6,9 +6,11 @@ from collections import defaultdict
 
 import streamlit as st
 
-from dashboard import charts
+from dashboard import charts, state
 from dashboard.ui import duration, pct, status_badge
 from engine import workspace
+from engine.config import TrainConfig
+from engine.data.sources import DataError
 from engine.store import Run, RunStatus, Store
 
 GROUP_SERIES = {"balanced": "val/bal_acc", "overall": "val/acc", "head": "val/many_acc",
@@ -109,6 +111,22 @@ def headline(run: Run, hist: dict | None = None) -> None:
     st.markdown(where)
     for col, (label, value) in zip(st.columns(len(items)), items):
         col.metric(label, pct(value))
+
+
+def auto_line(cfg: TrainConfig) -> None:
+    """What the settings left at auto resolve to for this dataset, and what was decided about
+    the data (splits, decoding), before anything is launched; a data problem in red."""
+    from engine.defaults import resolve
+
+    try:
+        plan = state.data_plan(cfg.data)
+    except DataError as e:
+        st.error(f"**This dataset cannot be trained on:** {e}")
+        return
+    if cfg.auto_fields:
+        st.markdown(f"🪄 **Auto:** {resolve(cfg, plan.profile, dashboard=True).summary}")
+    if plan.notes:
+        st.caption("Data: " + "; ".join(plan.notes) + ".")
 
 
 def has_checkpoint(run_id: str) -> bool:

@@ -1,4 +1,6 @@
 """Train: settings -> one TrainConfig -> jobs.launch; then watch the run live."""
+import dataclasses
+
 import streamlit as st
 
 from dashboard import augment_ui, state, views
@@ -24,30 +26,41 @@ models = {m.name: m for m in list_models()}
 losses = {l.name: l for l in list_losses()}
 augment_cfg = st.session_state.get("augment.config", {})
 
+AUTO = "auto"
 with st.container(border=True):
     c1, c2, c3, c4 = st.columns(4)
-    model = c1.selectbox("Model", list(models), format_func=lambda n: models[n].label, key="train.model",
+    model = c1.selectbox("Model", [AUTO, *models], key="train.model",
+                         format_func=lambda n: "Auto (from the data)" if n == AUTO else models[n].label,
                          help="\n\n".join(f"**{m.label}**: {m.description}" for m in models.values()))
     epochs = c2.number_input("Epochs", 1, 1000, default("epochs"), key="train.epochs")
     batch_size = c3.number_input("Batch size", 1, 4096, default("batch_size"), key="train.batch")
-    lr = c4.number_input("Learning rate", 1e-6, 10.0, default("lr"), format="%.4f", key="train.lr")
+    lr = c4.number_input("Learning rate", 1e-6, 10.0, None, format="%.4f", key="train.lr",
+                         placeholder="auto", help="Empty: automatic (AdamW 0.002 from scratch, 0.0005 "
+                                                  "when fine-tuning pretrained weights).")
     c1, c2, c3, c4 = st.columns(4)
-    optimizer = c1.selectbox("Optimizer", OPTIMIZERS, key="train.opt",
-                             format_func={"sgd": "SGD (momentum 0.9)", "adamw": "AdamW"}.get)
+    optimizer = c1.selectbox("Optimizer", [AUTO, *OPTIMIZERS], key="train.opt",
+                             format_func={AUTO: "Auto", "sgd": "SGD (momentum 0.9)", "adamw": "AdamW"}.get)
     seed = c2.number_input("Seed", 0, 2**31 - 1, default("seed"), key="train.seed")
-    loss = c3.selectbox("Loss", list(losses), format_func=lambda n: losses[n].label, key="train.loss",
+    loss = c3.selectbox("Loss", [AUTO, *losses], key="train.loss",
+                        format_func=lambda n: "Auto (from the imbalance)" if n == AUTO else losses[n].label,
                         help="\n\n".join(f"**{l.label}**: {l.description}" for l in losses.values()))
     sampler = c4.selectbox("Sampler", list(SAMPLERS), key="train.sampler",
                            help="\n\n".join(f"**{k}**: {v}" for k, v in SAMPLERS.items()))
     with st.expander("More settings"):
         e1, e2, e3, e4 = st.columns(4)
-        weight_decay = e1.number_input("Weight decay", 0.0, 1.0, default("weight_decay"), format="%.5f", key="train.wd")
+        weight_decay = e1.number_input("Weight decay", 0.0, 1.0, None, format="%.5f", key="train.wd",
+                                       placeholder="auto", help="Empty: 0.05 with AdamW, 0.0005 with SGD.")
         scheduler = e2.selectbox("LR schedule", ["cosine", "constant"], key="train.sched")
         warmup = e3.number_input("Warmup epochs", 0.0, 100.0, default("warmup_epochs"), key="train.warmup")
         drw = e4.number_input("Deferred re-weighting from epoch (0 = off)", 0, 1000, 0, key="train.drw",
                               help="From this epoch on, weight the loss by effective-number class "
                                    "weights (Cao et al. 2019, DRW). 0 turns it off.")
-        name = st.text_input("Run name (optional)", key="train.name")
+        e1, e2, e3 = st.columns([1, 1, 2])
+        image_size = e1.number_input("Input size (px)", 8, 1024, None, key="train.size", placeholder="auto",
+                                     help="Empty: small images keep their size, photos get the model's.")
+        channels = e2.selectbox("Channels", [AUTO, 1, 3], key="train.channels",
+                                format_func=lambda c: "Auto" if c == AUTO else f"{c} ({'grey' if c == 1 else 'RGB'})")
+        name = e3.text_input("Run name (optional)", key="train.name")
         params = {}
         spec = losses[loss].params if loss in losses else {}
         if spec:
@@ -60,18 +73,28 @@ with st.container(border=True):
                     params[p] = col.number_input(p, value=float(v), format="%.4f", key=f"train.lp.{loss}.{p}")
                 else:
                     params[p] = col.text_input(p, value=str(v), key=f"train.lp.{loss}.{p}")
+    try:
+        cfg = TrainConfig(
+            data=dataclasses.replace(data_cfg, image_size=None if image_size is None else int(image_size),
+                                     channels=None if channels == AUTO else int(channels)),
+            name=name.strip(), model=model, epochs=int(epochs), batch_size=int(batch_size),
+            lr=None if lr is None else float(lr), optimizer=optimizer, seed=int(seed), loss=loss,
+            loss_params=params, sampler=sampler,
+            weight_decay=None if weight_decay is None else float(weight_decay), scheduler=scheduler,
+            warmup_epochs=float(warmup), drw_epoch=int(drw) or None, augment=augment_cfg)
+        problem = None
+    except (ConfigError, ValueError) as e:
+        cfg, problem = None, str(e)
+    if cfg is not None:
+        views.auto_line(cfg)
     augment_ui.recipe_in_use_note(augment_cfg, st.session_state.get("augment.name"), state.class_names(data_cfg))
     submitted = st.button("🚀 Train", type="primary", key="train.start")
 
 if submitted:
     try:
-        cfg = TrainConfig(data=data_cfg, name=name.strip(), model=model, epochs=int(epochs),
-                          batch_size=int(batch_size), lr=float(lr), optimizer=optimizer,
-                          seed=int(seed), loss=loss, loss_params=params, sampler=sampler,
-                          weight_decay=float(weight_decay), scheduler=scheduler,
-                          warmup_epochs=float(warmup), drw_epoch=int(drw) or None,
-                          augment=augment_cfg)
-        run = jobs.launch(cfg, store)
+        if problem:
+            raise ConfigError(problem)
+        run = jobs.launch(cfg, store, dashboard=True)
         st.session_state["train.run_id"] = run.id
         st.toast(f"Started run {run.name}")
     except (ConfigError, ValueError) as e:
