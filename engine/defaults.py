@@ -23,6 +23,7 @@ Pages and the CLI show ``Resolution.summary``; the reasons are stored with the r
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass
 
@@ -132,8 +133,8 @@ def resolve(cfg: TrainConfig, profile: DataProfile, *, dashboard: bool = False) 
     ratio = profile.imbalance_ratio
     if loss == AUTO:
         loss = "logit_adjusted" if ratio >= IMBALANCED_AT else "ce"
-        reasons["loss"] = (f"training split imbalance ratio {ratio:.0f} -> logit-adjusted loss"
-                           if loss != "ce" else f"training split nearly balanced (ratio {ratio:.1f}) -> cross-entropy")
+        reasons["loss"] = (f"training split imbalance ratio {_ratio(ratio)} -> logit-adjusted loss"
+                           if loss != "ce" else f"training split nearly balanced (ratio {_ratio(ratio)}) -> cross-entropy")
     optimizer, lr, wd = cfg.optimizer, cfg.lr, cfg.weight_decay
     if optimizer == AUTO:
         # An explicit learning rate above 0.01 is an SGD one (AdamW diverges there).
@@ -162,6 +163,13 @@ def resolve(cfg: TrainConfig, profile: DataProfile, *, dashboard: bool = False) 
     return Resolution(resolved, reasons, summary_line(profile, resolved, notes, reasons))
 
 
+def _ratio(r: float) -> str:
+    """An imbalance ratio in words: whole numbers from 10, below that one decimal rounded down
+    (2.6 or 2.96 is not '3', which would read as reaching IMBALANCED_AT), no trailing '.0'."""
+    text = f"{r:.0f}" if r >= 10 else f"{math.floor(r * 10 + 1e-9) / 10:.1f}"
+    return text[:-2] if text.endswith(".0") else text
+
+
 def summary_line(profile: DataProfile, cfg: TrainConfig, notes: list[str], reasons: dict[str, str]) -> str:
     """e.g. '28 px greyscale, 11k images, ratio 100 -> compact CNN at 28 px, 1 channel,
     logit-adjusted loss, AdamW lr 0.002'."""
@@ -172,7 +180,7 @@ def summary_line(profile: DataProfile, cfg: TrainConfig, notes: list[str], reaso
     facts = (f"{profile.side} px {'greyscale' if profile.greyscale else 'colour'}, "
              f"{n / 1000:.0f}k images" if n >= 10_000 else f"{profile.side} px "
              f"{'greyscale' if profile.greyscale else 'colour'}, {n:,} images")
-    facts += f", ratio {profile.imbalance_ratio:.0f}"
+    facts += f", ratio {_ratio(profile.imbalance_ratio)}"
     loss_label = {i.name: i.label for i in list_losses()}.get(cfg.loss, cfg.loss)
     label = MODELS[cfg.model].label.split(" (")[0]
     picks = [f"{label}{' (pretrained)' if cfg.pretrained else ''} at {cfg.data.image_size} px",

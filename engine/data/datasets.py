@@ -35,7 +35,7 @@ from engine.data.builtin import load_builtin
 from engine.data.io import ImageReadError, open_image
 from engine.data.longtail import longtail_counts, longtail_indices
 from engine.data.manifest import Manifest, load_manifest, manifest_from_scan, save_manifest
-from engine.data.sources import SPLITS, DataError, DatasetError, Listing, list_source
+from engine.data.sources import SPLIT_ALIASES, SPLITS, DataError, DatasetError, Listing, list_source
 from engine.data.stats import shot_group
 from engine.defaults import DataProfile
 from engine.transforms import EvalSpec, pil_to_uint8_tensor
@@ -210,6 +210,29 @@ def _layout_hint(listing: Listing) -> str:
     return ""
 
 
+def _refuse_split_names_as_classes(listing: Listing) -> None:
+    """A folder whose top level mixes split folders (train/val/test holding class sub-folders)
+    with other folders, or has val/test folders but no train folder, is not read as a split
+    layout by the listing: its split names would become class names. Say so instead."""
+    if listing.kind != "folder" or listing.has_splits:
+        return
+    nested = sorted({e.label for e in listing.entries
+                     if e.label.lower() in SPLIT_ALIASES and e.rel.count("/") >= 2})
+    if not nested:
+        return
+    others = [c for c in listing.classes if c.lower() not in SPLIT_ALIASES]
+    if others:
+        problem = (f"mixes split folders ({', '.join(nested)}) with other folders "
+                   f"({', '.join(others[:6])}{' ...' if len(others) > 6 else ''})")
+        fix = "move the other folders out, or put each class inside train/ (and val/, test/)"
+    else:
+        problem = f"has the split folder(s) {', '.join(nested)} but no train/ folder"
+        fix = "add a train/ folder with one sub-folder per class"
+    raise DatasetError(f"{listing.root} {problem}, so its split names would be trained on as class "
+                       f"names: {fix}. Expected FOLDER/<class>/<image> or "
+                       "FOLDER/train|val|test/<class>/<image>.")
+
+
 def _source_listing(source: str, roots: Sequence[str | os.PathLike] | None) -> tuple[Listing, Manifest | None]:
     if source.startswith("version:"):
         ref = source.split(":", 1)[1]
@@ -227,9 +250,16 @@ def _source_listing(source: str, roots: Sequence[str | os.PathLike] | None) -> t
     except DataError as e:
         hint = ""
         if path.is_dir() and "holds images directly" in str(e) and parent != path:
-            hint = (f" {path.name!r} looks like one class's folder: point TailLab at the folder "
-                    f"above it, {parent}, which holds one sub-folder per class.")
+            if parent.name.lower() in SPLIT_ALIASES and parent.parent != parent:
+                # a class folder inside a split folder: the dataset is the folder above the split
+                hint = (f" {path.name!r} looks like one class's folder inside the split folder "
+                        f"{parent.name!r}: point TailLab at {parent.parent}, which holds the "
+                        "train / val / test folders.")
+            else:
+                hint = (f" {path.name!r} looks like one class's folder: point TailLab at the folder "
+                        f"above it, {parent}, which holds one sub-folder per class.")
         raise DatasetError(f"{e}{hint}") from e
+    _refuse_split_names_as_classes(listing)
     if len(listing.classes) < 2:
         found = f"one class ({listing.classes[0]})" if listing.classes else "no class"
         raise DatasetError(f"{listing.root} has {found}; a classifier needs at least two. Expected "

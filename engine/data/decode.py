@@ -132,10 +132,12 @@ def decoded_arrays(key: str, paths: Sequence[str], *, size: int, channels: int,
     n = len(paths)
     nbytes = n * size * size * channels
     human = f"{nbytes / 1024**2:,.0f} MB" if nbytes >= 1024**2 else f"{nbytes / 1024:,.0f} kB"
-    if nbytes > max_cache_bytes():
+    limit = max_cache_bytes()
+    if nbytes > limit:
+        # a limit under 1 GiB in MB (a 100 MB limit is not "0.1 GiB", a 10 kB one not "0.0 GiB")
+        limit_h = f"{limit / 1024**3:.1f} GiB" if limit >= 1024**3 else f"{limit / 1024**2:.3g} MB"
         return None, (f"images are decoded from their files every epoch: decoded, the {n:,} images "
-                      f"would take {human}, over the {max_cache_bytes() / 1024**3:.1f} GiB cache "
-                      "limit (TAILLAB_DECODE_CACHE_MB)")
+                      f"would take {human}, over the {limit_h} cache limit (TAILLAB_DECODE_CACHE_MB)")
     path = cache_path(key, size, channels)
     if path.is_file():
         try:
