@@ -57,11 +57,12 @@ def test_page_renders_with_the_baseline_recipe(page):
     assert at.session_state["augment.config"] == AugmentConfig().to_dict()
     assert at.session_state["augment.name"] == "none"
     assert any("Training will use: none" in m.value for m in at.markdown)
-    # preview: per row original + eval view + 4 views; the 3 rarest classes (no tail class at ratio 100)
+    # preview: per row original + eval view + 4 views; the 2 tail classes of MNIST-LT at ratio 100
+    # (largest class 1,000: the rarest keep 16 and 10), two images each
     views = at.number_input(key="augment.n").value
-    assert len(at.get("image")) == 3 * (2 + views)
+    assert len(at.get("image")) == 2 * 2 * (2 + views)
     labels = [m.value for m in at.markdown if "training images" in m.value]
-    assert len(labels) == 3 and "53 training images" in labels[0] and "medium" in labels[0]
+    assert len(labels) == 4 and "10 training images" in labels[0] and "tail" in labels[0], labels
 
 
 def test_preset_changes_the_preview_and_the_active_recipe(page):
@@ -123,22 +124,26 @@ def test_mixup_preview_shows_soft_labels(page):
     at.number_input(key="augment.main.mixup_alpha").set_value(1.0).run()
     _no_exception(at)
     captions = [i.proto.imgs[0].caption for i in at.get("image") if i.proto.imgs[0].caption]
-    assert len(captions) == 3 and all(c.startswith("mixup: ") and "%" in c for c in captions)
+    assert len(captions) == 4 and all(c.startswith("mixup: ") and "%" in c for c in captions)  # one per previewed image
     assert any("soft labels" in i.value for i in at.info)
 
 
 def test_tail_aware_recipe(page):
     at = page
     at.toggle(key="augment.tail_on").set_value(True).run()
-    # the threshold starts at the dataset's own tail threshold; raise it to cover the preview rows
+    # the threshold starts at the dataset's own tail threshold (20): both previewed classes (16 and
+    # 10 images, two rows each) get the tail recipe; lowered to 12, only the class with 10 does
     assert at.number_input(key="augment.tail_threshold").value == 20
-    at.number_input(key="augment.tail_threshold").set_value(100).run()
+    labels = [m.value for m in at.markdown if "training images" in m.value]
+    assert sum("tail recipe" in v for v in labels) == 4
+    at.number_input(key="augment.tail_threshold").set_value(12).run()
     _no_exception(at)
     cfg = AugmentConfig.from_dict(at.session_state["augment.config"])
-    assert cfg.tail_aware and cfg.tail_threshold == 100
+    assert cfg.tail_aware and cfg.tail_threshold == 12
     assert cfg.tail_config() == PRESETS["strong"]  # the suggested tail recipe
     labels = [m.value for m in at.markdown if "training images" in m.value]
-    assert sum("tail recipe" in v for v in labels) == 2  # classes with 53 and 88 images, not 148
+    assert sum("tail recipe" in v for v in labels) == 2 and all(
+        ("tail recipe" in v) == ("10 training images" in v) for v in labels), labels
 
 
 def test_saving_a_recipe_stores_it_and_makes_it_active(page, trained_run):
@@ -174,7 +179,7 @@ def test_weights_and_sampling_charts(page):
     weights = next(t for t in charts[0]["data"] if t["name"] == "loss weight")
     assert weights["y"][-1] > 1 > weights["y"][0]  # rarest class (drawn last) weighs the most
     bars = [t for t in charts[0]["data"] if t["type"] == "bar"]
-    assert {t["name"] for t in bars} == {"head", "medium"}
+    assert {t["name"] for t in bars} == {"head", "medium", "tail"}  # 5 / 3 / 2 classes at ratio 100
     assert bars[0]["marker"]["color"] == "#4C78A8"
     at.selectbox(key="augment.w_method").set_value("none").run()
     weights = next(t for t in _charts(at)[0]["data"] if t["name"] == "loss weight")
