@@ -67,7 +67,7 @@ class Resolution:
 
 
 def _round_to(x: float, step: int) -> int:
-    return max(step, int(round(x / step)) * step)
+    return max(step, int(x / step + 0.5) * step)  # halves round up (80 -> 96), unlike round()
 
 
 def choose_model(profile: DataProfile) -> tuple[str, bool, str]:

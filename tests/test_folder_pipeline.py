@@ -166,7 +166,9 @@ def test_empty_val_folder_is_carved_from_train(workspace, tmp_path, with_class_d
     assert per_class(plan.splits["test"], 2) == [3, 3]  # the folder's own test split, untouched
     assert all(p.startswith("train/") for p in plan.splits["val"].paths)
     assert plan.profile.train_counts == (18, 9)
-    assert plan.notes == ["no val split in the source: 10% of each class's training images became val (seed 0)",
+    # the listing's word about the empty class folders comes first, then the split decisions
+    empty = ["Class folder(s) without images: val/a, val/b."] if with_class_dirs else []
+    assert plan.notes == [*empty, "no val split in the source: 10% of each class's training images became val (seed 0)",
                           PIPELINE_NOTE]
     # the carve is seeded: the same images again
     assert plan_data(DataConfig(source=str(root))).splits["val"].paths == plan.splits["val"].paths

@@ -329,7 +329,7 @@ def _plan_files(cfg: DataConfig, roots, progress: Progress | None) -> DataPlan:
     listing, version = _source_listing(cfg.source, roots)
     scan = scan_listing(listing, progress=(lambda d, t: progress("scan", d, t)) if progress else None)
     facts = {f.rel: (f.format, f.mode, (f.height, f.width)) for f in scan.images if f.ok}
-    notes: list[str] = []
+    notes: list[str] = list(listing.warnings)  # empty class folders, loose files, ...
     if version is None:
         base = manifest_from_scan(scan)  # readable images only
         bad = len(scan.images) - len(base.rows)

@@ -54,7 +54,9 @@ def _resize(arr: np.ndarray, size: int) -> np.ndarray:
     import torch
     from torchvision.transforms.v2.functional import resize
 
-    t = torch.from_numpy(np.ascontiguousarray(arr))
+    if not (arr.flags.writeable and arr.flags.c_contiguous):  # e.g. np.asarray of a PIL image
+        arr = np.array(arr, order="C")
+    t = torch.from_numpy(arr)
     t = t[None] if t.ndim == 2 else t.permute(2, 0, 1)
     out = resize(t, [size, size], antialias=True)
     return out[0].numpy() if arr.ndim == 2 else out.permute(1, 2, 0).numpy()
