@@ -107,7 +107,7 @@ class TrainConfig:
     # re-initialises the last layer and trains only it (cRT, Kang et al. 2020; needs init_from).
     train_scope: str = "all"
     epochs: int = 5
-    batch_size: int = 128
+    batch_size: int | None = None  # None = auto: 128, or 64 / 32 for small training splits
     lr: float | None = None  # peak learning rate (per batch of batch_size images); None = auto
     optimizer: str = AUTO  # sgd | adamw | auto (AdamW)
     momentum: float = 0.9  # SGD only
@@ -142,6 +142,8 @@ class TrainConfig:
                               "backbone: set init_from to the id of a finished run.")
         for name in ("epochs", "batch_size", "log_every"):
             v = getattr(self, name)
+            if v is None and name == "batch_size":
+                continue
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ConfigError(f"{name} must be a whole number >= 1, got {v!r}.")
         if self.epochs > 10_000:
@@ -192,13 +194,14 @@ class TrainConfig:
         # the built-ins are 28 px.
         size = self.data.image_size or (28 if self.data.source.startswith("builtin:") else None)
         if size is not None:
-            augment.validate_for_training(recipe, batch_size=self.batch_size, input_size=size, image_size=size)
+            augment.validate_for_training(recipe, batch_size=self.batch_size or 32, input_size=size,
+                                          image_size=size)  # 32: the smallest automatic batch
 
     @property
     def auto_fields(self) -> list[str]:
         """Settings still to be resolved from the data (engine.defaults.resolve)."""
         out = [f for f in ("model", "loss", "optimizer") if getattr(self, f) == AUTO]
-        out += [f for f in ("lr", "weight_decay", "num_workers", "threads") if getattr(self, f) is None]
+        out += [f for f in ("batch_size", "lr", "weight_decay", "num_workers", "threads") if getattr(self, f) is None]
         out += [f"data.{f}" for f in ("image_size", "channels") if getattr(self.data, f) is None]
         return out
 

@@ -5,6 +5,7 @@ import streamlit as st
 from dashboard import augment_ui as ui, charts, state
 from engine.augment import AugmentConfig, describe, label_warnings, validate_for_training
 from engine.config import ConfigError, TrainConfig
+from engine.defaults import auto_batch_size
 
 st.title("🎨 Augment & balance")
 st.caption("Augmentation changes every training image a little, at random, each time the model sees "
@@ -19,8 +20,7 @@ except Exception as e:  # noqa: BLE001 — shown, never a stack trace in the use
     st.error(f"**The dataset cannot be loaded:** {e} Choose another one on **Data**.")
     st.stop()
 counts, groups, spec = data.counts("train"), data.groups(), data.eval_spec
-train_defaults = TrainConfig.__dataclass_fields__
-batch_size = train_defaults["batch_size"].default
+batch_size = TrainConfig.__dataclass_fields__["batch_size"].default or auto_batch_size(sum(counts))
 
 saved = store.recipes()
 options = ui.start_options(saved)
@@ -115,4 +115,4 @@ with w_col:
     ui.weights_block(data)
 with s_col:
     st.markdown("**Sampling**")
-    ui.sampling_block(data, train_defaults["epochs"].default)
+    ui.sampling_block(data, TrainConfig.__dataclass_fields__["epochs"].default)

@@ -33,7 +33,8 @@ with st.container(border=True):
                          format_func=lambda n: "Auto (from the data)" if n == AUTO else models[n].label,
                          help="\n\n".join(f"**{m.label}**: {m.description}" for m in models.values()))
     epochs = c2.number_input("Epochs", 1, 1000, default("epochs"), key="train.epochs")
-    batch_size = c3.number_input("Batch size", 1, 4096, default("batch_size"), key="train.batch")
+    batch_size = c3.number_input("Batch size", 1, 4096, None, key="train.batch", placeholder="auto",
+                                 help="Empty: 128, or 64 / 32 on small training splits (at least 60 steps an epoch).")
     lr = c4.number_input("Learning rate", 1e-6, 10.0, None, format="%.4f", key="train.lr",
                          placeholder="auto", help="Empty: automatic (AdamW 0.002 from scratch, 0.0005 "
                                                   "when fine-tuning pretrained weights).")
@@ -77,7 +78,7 @@ with st.container(border=True):
         cfg = TrainConfig(
             data=dataclasses.replace(data_cfg, image_size=None if image_size is None else int(image_size),
                                      channels=None if channels == AUTO else int(channels)),
-            name=name.strip(), model=model, epochs=int(epochs), batch_size=int(batch_size),
+            name=name.strip(), model=model, epochs=int(epochs), batch_size=None if batch_size is None else int(batch_size),
             lr=None if lr is None else float(lr), optimizer=optimizer, seed=int(seed), loss=loss,
             loss_params=params, sampler=sampler,
             weight_decay=None if weight_decay is None else float(weight_decay), scheduler=scheduler,

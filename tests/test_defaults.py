@@ -78,7 +78,11 @@ def test_auto_choices(mobilenet, side, grey, counts, model, pretrained, size, ch
     assert c.auto_fields == []  # nothing left at auto: what the run stores
     assert res.summary.startswith(summary)
     assert set(res.reasons) == {"model", "image_size", "channels", "loss", "optimizer", "lr", "weight_decay",
-                                "threads", "num_workers"}
+                                "batch_size", "threads", "num_workers"}
+    # 128, halved while an epoch would have fewer than 60 steps (32 at least)
+    n = sum(counts)
+    assert c.batch_size == (128 if n >= 7680 else 64 if n >= 3840 else 32)
+    assert f"batch {c.batch_size}" in res.summary
     assert res.reasons["channels"] == ("1 channel (greyscale images)" if grey else "3 channels")
 
 
@@ -135,7 +139,7 @@ def test_sgd_learning_rate_picks_sgd():
     assert (c.optimizer, c.lr, c.weight_decay) == ("sgd", 0.1, 5e-4)
     assert res.reasons["optimizer"] == "SGD (lr 0.1 is an SGD learning rate)"
     assert "lr" not in res.reasons
-    assert res.summary.endswith("logit-adjusted cross-entropy, SGD lr 0.1")
+    assert res.summary.endswith("logit-adjusted cross-entropy, SGD lr 0.1, batch 32")
     # 0.01 is not above the threshold: still AdamW, with the user's lr
     c = resolve(auto(lr=0.01), profile(28, True, LT100)).config
     assert (c.optimizer, c.lr, c.weight_decay) == ("adamw", 0.01, 0.05)
@@ -152,12 +156,12 @@ def test_sgd_without_lr_gets_an_sgd_lr(mobilenet):
 def test_explicit_settings_are_never_overridden(mobilenet):
     mobilenet(True)
     cfg = auto(model="resnet18", loss="ce", optimizer="adamw", lr=1e-3, weight_decay=0.0, threads=3,
-               num_workers=2, data=dict(image_size=40, channels=3))
+               num_workers=2, batch_size=48, data=dict(image_size=40, channels=3))
     for prof in (profile(28, True, LT100), profile(224, False, BALANCED), profile(8, False, [50, 5])):
         res = resolve(cfg, prof)
         assert res.config == cfg  # every setting was given: nothing changes
         assert res.reasons == {}
-        assert "ResNet-18 at 40 px, 3 channels, cross-entropy, AdamW lr 0.001" in res.summary
+        assert "ResNet-18 at 40 px, 3 channels, cross-entropy, AdamW lr 0.001, batch 48" in res.summary
 
 
 def test_explicit_model_gets_its_input_size():
