@@ -113,6 +113,20 @@ def headline(run: Run, hist: dict | None = None) -> None:
         col.metric(label, pct(value))
 
 
+def run_notes(run: Run) -> None:
+    """What auto resolved to for this run and what was decided about its data (splits, the
+    decode cache, validation on a subset), as the worker recorded them."""
+    import json
+
+    lines = [f"🪄 Auto: {run.tags['auto']}"] if run.tags.get("auto") else []
+    try:
+        lines += [f"Data: {'; '.join(json.loads(run.tags['data_notes']))}."] if run.tags.get("data_notes") else []
+    except ValueError:
+        pass
+    for line in lines:
+        st.caption(line)
+
+
 def auto_line(cfg: TrainConfig) -> None:
     """What the settings left at auto resolve to for this dataset, and what was decided about
     the data (splits, decoding), before anything is launched; a data problem in red."""

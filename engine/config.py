@@ -210,8 +210,15 @@ class TrainConfig:
         if self.name:
             return self.name
         src = self.data.source
-        src = src.split(":", 1)[1] if src.startswith(("builtin:", "version:")) else src.rstrip("/").rsplit("/", 1)[-1]
-        return f"{self.model}-{src}-r{self.data.imbalance_ratio:g}"
+        if src.startswith("version:"):
+            src = src.split(":", 1)[1][:8]
+        elif src.startswith("builtin:"):
+            src = src.split(":", 1)[1]
+        else:
+            src = src.rstrip("/").rsplit("/", 1)[-1]
+        # the ratio only when the long-tail builder resamples the training split
+        resampled = self.data.longtail if self.data.longtail is not None else self.data.source.startswith("builtin:")
+        return f"{self.model}-{src}" + (f"-r{self.data.imbalance_ratio:g}" if resampled else "")
 
 
 # --- serialisation ---------------------------------------------------------------------------

@@ -120,6 +120,7 @@ def live() -> None:
     top = st.columns([5, 1])
     top[0].subheader(f"{status_badge(run.status)} {run.name}")
     top[0].caption(f"run `{run.id}`")
+    views.run_notes(run)
     if run.status in RunStatus.ACTIVE:
         if top[1].button("⏹ Cancel", key="train.cancel", width="stretch"):
             jobs.cancel(store, run.id)
