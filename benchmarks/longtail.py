@@ -2,11 +2,12 @@
 
     python -m benchmarks.longtail [--datasets mnist,animal_mnist] [--seeds 3] [--epochs 10]
                                   [--n-max 1000] [--crt-epochs 5] [--threads 1]
-                                  [--model auto --optimizer auto --lr auto --batch-size 128]
+                                  [--model auto --optimizer auto --lr auto --batch-size auto]
 
 Every trained method gets the same budget (model, epochs, batch size, learning rate, schedule);
 by default the automatic settings a new user gets (engine.defaults: the compact CNN, AdamW lr
-0.002, weight decay 0.05, cosine decay), only the loss differs.
+0.002, weight decay 0.05, cosine decay, batch 32 on these small training splits), only the loss
+differs.
 ``--model small_cnn --optimizer sgd --lr 0.05 --batch-size 64`` reproduces the first table.
 seed s draws the long-tailed subset with data seed s and trains with seed s, so the spread covers
 both. The test split is balanced and the same for every seed. Post-hoc logit adjustment,
@@ -65,7 +66,8 @@ def run_seed(store, dataset: str, seed: int, args) -> dict[str, dict[str, float]
     dcfg = data_config(dataset, seed, args.n_max, args.test_per_class)
     data = prepare_data(dcfg)
     budget = dict(data=dcfg, model=args.model, optimizer=args.optimizer, epochs=args.epochs,
-                  batch_size=args.batch_size, lr=None if args.lr == "auto" else float(args.lr),
+                  batch_size=None if args.batch_size == "auto" else int(args.batch_size),
+                  lr=None if args.lr == "auto" else float(args.lr),
                   seed=seed, log_every=20, threads=args.threads)
     out, ids = {}, {}
     for method, overrides in TRAINED.items():
@@ -108,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--crt-epochs", type=int, default=posthoc.CRT_EPOCHS)
     p.add_argument("--n-max", type=int, default=1000, help="largest MNIST-LT class (tail: n_max / 100)")
     p.add_argument("--test-per-class", type=int, default=200)
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--batch-size", default="auto", help="a number, or auto")
     p.add_argument("--model", default="auto")
     p.add_argument("--optimizer", default="auto")
     p.add_argument("--lr", default="auto", help="a number, or auto")
