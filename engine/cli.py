@@ -3,9 +3,10 @@
     taillab dashboard [--port 8501]
     taillab train [--config run.toml] [--model small_cnn --epochs 5 ...] [--detach]
     taillab runs list [--json] | show RUN_ID [--json] | cancel RUN_ID | delete RUN_ID
-    taillab predict --run RUN_ID IMAGE... [--top-k 5] [--json]
+    taillab predict --run RUN_ID | --package PKG.zip IMAGE... [--top-k 5] [--json]
     taillab posthoc RUN_ID --method logit_adjust|tau_norm [--json]
     taillab data stats|import|split|versions ...
+    taillab compress RUN_ID --quantize ... | compare RUN_ID | export RUN_ID [--int8]
 """
 from __future__ import annotations
 
@@ -214,9 +215,12 @@ def cmd_runs(args) -> int:
 
 def cmd_predict(args) -> int:
     from engine.data.io import ImageReadError
-    from engine.infer import Predictor
+    from engine.infer import PackagePredictor, predictor_for_run
 
-    predictor = Predictor.for_run(args.run)
+    if bool(args.run) == bool(args.package):
+        raise ValueError("Give either --run RUN_ID or --package PKG.zip.")
+    # a package needs no workspace: it is read on its own (taillab export writes it)
+    predictor = PackagePredictor(args.package) if args.package else predictor_for_run(args.run)
     results, failed = [], 0
     for path in args.images:
         try:
@@ -277,7 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_runs)
     p = sub.add_parser("predict", help="top-k classes of images with a finished run's model")
-    p.add_argument("--run", required=True, help="run id (see: taillab runs list)")
+    p.add_argument("--run", help="run id (see: taillab runs list); torch or ONNX variant")
+    p.add_argument("--package", help="a deploy package zip (taillab export); no workspace needed")
     p.add_argument("images", nargs="+")
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--json", action="store_true")
@@ -293,6 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
         cli_data.register(sub)
     except ImportError:
         pass
+    from engine import cli_compress
+    cli_compress.register(sub)
     return parser
 
 
