@@ -228,3 +228,71 @@ def set_classifier(model: nn.Module, layer: nn.Module) -> None:
         model.fc = layer
     else:
         model.classifier[-1] = layer
+
+
+# --- pruned architectures: the shapes live in the state dict --------------------------------
+
+_RESIZABLE = (nn.Conv2d, nn.BatchNorm2d, nn.Linear)
+
+
+def fit_to_state_dict(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> nn.Module:
+    """Resize ``model``'s Conv2d / BatchNorm2d / Linear layers (and the LDAM cosine head) to the
+    tensor shapes in ``state_dict``, in place, so that a structurally pruned checkpoint loads into
+    a freshly built ``create_model(...)`` with plain ``load_state_dict``: no pickled module, the
+    architecture is the registry's plus the channel counts the weights carry. Resized layers are
+    re-initialised (``reset_parameters``), so a layer the caller does not load (cRT's fresh head)
+    is still a valid initialisation. Layers whose shapes already match are left alone; anything
+    but a channel count differing (a kernel size, a missing key) is left for ``load_state_dict``
+    to report. Returns ``model``."""
+    from engine.imbalance import NormedLinear
+
+    for name, module in model.named_modules():
+        if not isinstance(module, (*_RESIZABLE, NormedLinear)):
+            continue
+        prefix = f"{name}." if name else ""
+        tensors = {**dict(module.named_parameters(recurse=False)), **dict(module.named_buffers(recurse=False))}
+        want = {k: state_dict[prefix + k].shape for k, v in tensors.items()
+                if v is not None and prefix + k in state_dict}
+        if all(tuple(tensors[k].shape) == tuple(s) for k, s in want.items()):
+            continue
+        w = want.get("weight")
+        if w is None:
+            continue
+        if isinstance(module, nn.Conv2d):
+            if tuple(w[2:]) != tuple(module.weight.shape[2:]):
+                continue  # another kernel: not a pruned copy of this layer
+            depthwise = module.groups > 1 and module.groups == module.in_channels == module.out_channels
+            module.out_channels = int(w[0])
+            module.groups = int(w[0]) if depthwise else module.groups
+            module.in_channels = int(w[1]) * module.groups
+        elif isinstance(module, nn.BatchNorm2d):
+            module.num_features = int(w[0])
+        elif isinstance(module, nn.Linear):
+            module.out_features, module.in_features = int(w[0]), int(w[1])
+        else:  # NormedLinear: weight is (in_features, out_features)
+            module.in_features, module.out_features = int(w[0]), int(w[1])
+        for k, shape in want.items():
+            old = tensors[k]
+            new = torch.empty(shape, dtype=old.dtype, device=old.device)
+            if isinstance(old, nn.Parameter):
+                setattr(module, k, nn.Parameter(new, requires_grad=old.requires_grad))
+            else:
+                module.register_buffer(k, new)
+        if hasattr(module, "reset_parameters"):
+            module.reset_parameters()
+        elif isinstance(module, NormedLinear):
+            module.weight.data.uniform_(-1, 1).renorm_(2, 1, 1e-5).mul_(1e5)
+    return model
+
+
+def model_from_checkpoint(ck: dict, device: str | torch.device = "cpu") -> nn.Module:
+    """The model of a checkpoint written by ``engine.train.save_checkpoint`` (loaded with
+    ``torch.load(..., weights_only=True)``), pruned or not, in eval mode on ``device``."""
+    from engine.transforms import EvalSpec
+
+    spec = EvalSpec.from_dict(ck["eval_spec"])
+    model = create_model(ck["model"], num_classes=ck["num_classes"], in_channels=spec.channels,
+                         input_size=spec.size, normed_head=ck.get("normed_head", False))
+    fit_to_state_dict(model, ck["model_state"])
+    model.load_state_dict(ck["model_state"])
+    return model.eval().to(device)

@@ -28,7 +28,7 @@ from engine import imbalance
 from engine.config import TrainConfig, data_config_from_dict, train_config_from_dict
 from engine.data.datasets import ImageDataset, PreparedData, prepare_data
 from engine.evaluate import per_class_counts, summarize
-from engine.models import classifier, create_model
+from engine.models import classifier, model_from_checkpoint
 from engine.store import Run, RunStatus, Store
 from engine.train import make_loader
 from engine.workspace import best_checkpoint as checkpoint_path
@@ -87,17 +87,15 @@ def load_run(run_id: str, *, data: PreparedData | None = None, device: str = "cp
     if not path.is_file():
         raise FileNotFoundError(f"Run {run_id} has no checkpoint at {path}: post-hoc methods need a "
                                 "finished training run.")
-    ck = torch.load(path, map_location=device, weights_only=False)
+    ck = torch.load(path, map_location=device, weights_only=True)
     data = data or prepare_data(data_config_from_dict(ck["config"]["data"]))
     if data.version_id != ck["dataset_version"]:
         raise ValueError(f"The data of run {run_id} changed since it trained (version "
                          f"{ck['dataset_version'][:12]}, now {data.version_id[:12]}); its "
                          "validation and test splits cannot be rebuilt.")
     spec = EvalSpec.from_dict(ck["eval_spec"])
-    model = create_model(ck["model"], num_classes=ck["num_classes"], in_channels=spec.channels,
-                         input_size=spec.size, normed_head=ck.get("normed_head", False))
-    model.load_state_dict(ck["model_state"])
-    return LoadedRun(model.eval().to(device), ck, data, spec)
+    model = model_from_checkpoint(ck, device)  # pruned runs: the channel counts of their weights
+    return LoadedRun(model, ck, data, spec)
 
 
 @torch.no_grad()
