@@ -37,6 +37,9 @@ OPTIMIZERS = ("sgd", "adamw")
 SCHEDULERS = ("cosine", "constant")
 DEVICES = ("auto", "cpu", "cuda")
 TRAIN_SCOPES = ("all", "classifier")
+PRUNE_METHODS = ("structured", "unstructured")
+PRUNE_TARGETS = ("macs", "channels")  # structured pruning: what ``amount`` is a share of
+PRUNE_KEYS = ("method", "amount", "target", "round_to")
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,15 @@ class TrainConfig:
     log_every: int = 10  # steps between training-loss points in the store
     num_workers: int | None = None  # DataLoader worker processes; None = auto
     threads: int | None = None  # torch CPU threads; None = auto (all cores; one left free for the dashboard)
+    # Compression (engine.compress), applied by fit to init_from's weights before the optimizer
+    # is built: {"method": "structured" | "unstructured", "amount": share removed (0 < a < 1),
+    # "target": "macs" | "channels" (structured), "round_to": channel multiple (structured, 8)}.
+    prune: dict = field(default_factory=dict)
+    # Knowledge distillation: the run whose best checkpoint is the (frozen) teacher; the loss is
+    # kd_alpha * T^2 * KL(teacher_T || student_T) + (1 - kd_alpha) * the run's own loss.
+    distil_from: str | None = None
+    kd_temperature: float = 4.0  # T
+    kd_alpha: float = 0.5  # weight of the distillation term (1 = teacher only, 0 = labels only)
 
     def __post_init__(self) -> None:
         from engine.models import MODELS  # local: models imports torch
@@ -166,7 +178,41 @@ class TrainConfig:
             raise ConfigError("drw_epoch must be >= 0 (or empty for no deferred re-weighting).")
         if not isinstance(self.loss_params, Mapping) or not isinstance(self.augment, Mapping):
             raise ConfigError("loss_params and augment must be tables of settings.")
+        self._check_compression()
         self._check_registries()
+
+    def _check_compression(self) -> None:
+        if not isinstance(self.prune, Mapping):
+            raise ConfigError("prune must be a table of settings (method, amount, target, round_to).")
+        if self.prune:
+            p = self.prune
+            unknown = sorted(set(p) - set(PRUNE_KEYS))
+            if unknown:
+                raise ConfigError(f"Unknown prune setting(s): {', '.join(unknown)}. "
+                                  f"Valid settings: {', '.join(PRUNE_KEYS)}.")
+            _choice("prune method", p.get("method", "structured"), PRUNE_METHODS)
+            a = p.get("amount")
+            if isinstance(a, bool) or not isinstance(a, (int, float)) or not 0 < a < 1:
+                raise ConfigError(f"Pruning amount must be a share strictly between 0 and 1 (valid "
+                                  f"range: 0 < amount < 1, e.g. 0.5 removes half), got {a!r}: "
+                                  "0 prunes nothing and 1 would remove the whole network.")
+            _choice("prune target", p.get("target", "macs"), PRUNE_TARGETS)
+            r = p.get("round_to", 8)
+            if r is not None and (isinstance(r, bool) or not isinstance(r, int) or r < 1):
+                raise ConfigError(f"prune round_to must be a whole number >= 1 (or empty), got {r!r}.")
+            if not self.init_from:
+                raise ConfigError("Pruning starts from a trained model: set init_from to the id of "
+                                  "a finished run.")
+            if self.train_scope != "all":
+                raise ConfigError("Pruning fine-tunes the whole network: train_scope must be 'all'.")
+        if self.distil_from is not None and (not isinstance(self.distil_from, str)
+                                             or not self.distil_from.strip()):
+            raise ConfigError(f"distil_from must be a run id (see: taillab runs list), got {self.distil_from!r}.")
+        _positive("kd_temperature", self.kd_temperature)
+        if isinstance(self.kd_alpha, bool) or not isinstance(self.kd_alpha, (int, float)) \
+                or not 0 <= self.kd_alpha <= 1:
+            raise ConfigError(f"kd_alpha must be between 0 and 1 (1 = teacher only, 0 = labels "
+                              f"only), got {self.kd_alpha!r}.")
 
     def _check_registries(self) -> None:
         # The imbalance and augment modules validate their own settings; they may be absent in

@@ -23,7 +23,7 @@ from engine import imbalance, workspace
 from engine.config import ConfigError, TrainConfig, to_dict
 from engine.data.datasets import ImageDataset, PreparedData, balanced_subset, plan_data, prepare_data
 from engine.evaluate import EvalResult, evaluate, per_class_counts
-from engine.models import classifier, create_model
+from engine.models import classifier, create_model, fit_to_state_dict
 from engine.transforms import EvalSpec, eval_transform
 
 
@@ -164,8 +164,11 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.opt
                     loader: DataLoader, device: torch.device, *,
                     set_lr: Callable[[], None] | None = None,
                     batch_transform: Callable | None = None,
-                    on_step: Callable[[float], None] | None = None) -> dict[str, float]:
-    """One pass over ``loader``. Returns {"loss", "acc"} (acc on the un-mixed hard labels)."""
+                    on_step: Callable[[float], None] | None = None,
+                    teacher: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict[str, float]:
+    """One pass over ``loader``. Returns {"loss", "acc"} (acc on the un-mixed hard labels).
+    ``teacher`` (distillation): its logits on the same, possibly augmented, batch are passed to
+    ``criterion`` as a third argument."""
     model.train()
     for m in model.modules():  # a frozen BatchNorm (cRT's backbone) keeps its running statistics
         if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.weight is not None and not m.weight.requires_grad:
@@ -180,7 +183,7 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.opt
         if set_lr is not None:
             set_lr()
         logits = model(images)
-        loss = criterion(logits, targets)
+        loss = criterion(logits, targets) if teacher is None else criterion(logits, targets, teacher(images))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -247,12 +250,13 @@ def init_from_run(model: nn.Module, cfg: TrainConfig, data: PreparedData,
     if not path.is_file():
         raise ConfigError(f"init_from: run {cfg.init_from!r} has no checkpoint ({path} is missing). "
                           "Give the id of a finished run (see: taillab runs list).")
-    ck = torch.load(path, map_location=device, weights_only=False)
+    ck = torch.load(path, map_location=device, weights_only=True)
     if ck["model"] != cfg.model or list(ck["class_names"]) != list(data.class_names):
         raise ConfigError(
             f"init_from: run {cfg.init_from} is a {ck['model']} over classes {ck['class_names']}; "
             f"this run is a {cfg.model} over {data.class_names}. Use the same model and dataset.")
     state = ck["model_state"]
+    fit_to_state_dict(model, state)  # a pruned parent: its channel counts
     if cfg.train_scope == "all":
         try:
             model.load_state_dict(state)
@@ -355,9 +359,18 @@ def fit(cfg: TrainConfig, callbacks: Sequence[Callback] = (), *,
                          normed_head=cfg.loss == "ldam").to(device)
     if cfg.init_from:
         init_from_run(model, cfg, data, device)
+    compress_callbacks: list[Callback] = []
+    if cfg.prune:  # on init_from's weights, before the optimizer holds the parameters
+        from engine.compress.prune import apply_pruning
+        compress_callbacks = apply_pruning(model, cfg.prune, spec, device)
 
-    # criterion (deferred re-weighting swaps it at cfg.drw_epoch)
-    criterion = imbalance.create_loss(cfg.loss, class_counts=counts, **cfg.loss_params).to(device)
+    # criterion (deferred re-weighting swaps it at cfg.drw_epoch); distillation wraps it
+    teacher, wrap = None, (lambda c: c)
+    if cfg.distil_from:
+        from engine.compress.distil import DistillationLoss, load_teacher
+        teacher = load_teacher(cfg.distil_from, data, device)
+        wrap = lambda c: DistillationLoss(c, temperature=cfg.kd_temperature, alpha=cfg.kd_alpha)  # noqa: E731
+    criterion = wrap(imbalance.create_loss(cfg.loss, class_counts=counts, **cfg.loss_params).to(device))
 
     # optimizer + per-step schedule
     optimizer = build_optimizer(cfg, model)
@@ -367,7 +380,7 @@ def fit(cfg: TrainConfig, callbacks: Sequence[Callback] = (), *,
     warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
     state = FitState(cfg, data, model, device, total_steps=total, steps_per_epoch=steps_per_epoch,
                      auto=auto, val_note=val_note)
-    callbacks = list(callbacks) + ([Checkpointer(checkpoint_dir)] if checkpoint_dir else [])
+    callbacks = compress_callbacks + list(callbacks) + ([Checkpointer(checkpoint_dir)] if checkpoint_dir else [])
 
     def set_lr() -> None:
         lr = lr_at(state.step, total=total, warmup=warmup, peak=cfg.lr, schedule=cfg.scheduler)
@@ -383,7 +396,7 @@ def fit(cfg: TrainConfig, callbacks: Sequence[Callback] = (), *,
     for epoch in range(cfg.epochs):
         state.epoch = epoch
         if cfg.drw_epoch is not None and epoch == cfg.drw_epoch:
-            criterion = imbalance.drw_loss(cfg.loss, counts, dict(cfg.loss_params)).to(device)
+            criterion = wrap(imbalance.drw_loss(cfg.loss, counts, dict(cfg.loss_params)).to(device))
         sampler = imbalance.create_sampler(train_labels, cfg.sampler, epoch=epoch,
                                            total_epochs=cfg.epochs, seed=cfg.seed + epoch)
         if train_arrays is not None:
@@ -395,7 +408,7 @@ def fit(cfg: TrainConfig, callbacks: Sequence[Callback] = (), *,
             loader = make_loader(train_ds, batch_size=cfg.batch_size, shuffle=True, sampler=sampler,
                                  seed=cfg.seed + epoch, num_workers=workers, drop_last=drop_last)
         tr = train_one_epoch(model, criterion, optimizer, loader, device, set_lr=set_lr,
-                             batch_transform=batch_t, on_step=on_step)
+                             batch_transform=batch_t, on_step=on_step, teacher=teacher)
         val = evaluate(model, val_epoch_loader, device)
         metrics = {"train/loss": tr["loss"], "train/acc": tr["acc"],
                    **val.metrics(data.num_classes, groups, prefix="val/"),
@@ -406,7 +419,7 @@ def fit(cfg: TrainConfig, callbacks: Sequence[Callback] = (), *,
     # final: the best checkpoint (by validation balanced accuracy) on the test split
     best = Path(checkpoint_dir) / "best.pt" if checkpoint_dir else None
     if best is not None and best.exists():
-        model.load_state_dict(torch.load(best, map_location=device, weights_only=False)["model_state"])
+        model.load_state_dict(torch.load(best, map_location=device, weights_only=True)["model_state"])
     test_eval = evaluate(model, test_loader, device)
     val_eval = evaluate(model, val_loader, device)
     test = test_eval.metrics(data.num_classes, groups)

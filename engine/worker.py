@@ -118,6 +118,9 @@ def run(run_id: str, store: Store | None = None, *, data=None) -> str:
     try:
         cfg = train_config_from_dict(run.config)
         callbacks = [StoreLogger(store, run_id, cfg.log_every), CancelCheck(store, run_id)]
+        if cfg.prune or cfg.distil_from:  # a compression variant: size, MACs, agreement with the parent
+            from engine.compress.prune import VariantRecorder
+            callbacks.append(VariantRecorder(store, run_id))
         result = fit(cfg, callbacks, data=data, checkpoint_dir=workspace.run_dir(run_id))
         folder = workspace.run_dir(run_id)
         for name in ("best.pt", "last.pt"):
