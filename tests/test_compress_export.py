@@ -204,3 +204,26 @@ def test_broken_packages_get_clear_messages(ws, tmp_path, capsys):
         PackagePredictor(img[0])
     assert cli.main(["predict", *img]) == 2  # neither --run nor --package
     assert "--package" in capsys.readouterr().err
+
+
+def test_a_structurally_pruned_model_exports_with_matching_batchnorm(tmp_path):
+    """Channels removed with their BatchNorm partners: the ONNX model must still match torch."""
+    import onnxruntime as ort
+    import torch_pruning as tp
+    from engine.compress.export import export_model, parity
+    from engine.models import create_model
+    torch.manual_seed(0)
+    model = create_model("compact_cnn", num_classes=10, in_channels=1, input_size=28).eval()
+    for m in model.modules():  # non-trivial BatchNorm statistics, as after training
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    x = torch.randn(64, 1, 28, 28)
+    tp.pruner.BasePruner(model, x[:1], importance=tp.importance.GroupMagnitudeImportance(p=2),
+                         pruning_ratio=0.5, ignored_layers=[model.fc]).step()
+    assert model.features[1].num_features == model.features[0].out_channels < 32
+    files = export_model(model, 28, 1, tmp_path / "model.onnx")
+    sess = ort.InferenceSession(str(files[0]), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        p = parity(model(x).numpy(), sess.run(None, {"input": x.numpy()})[0])
+    assert p.ok, p.describe()
