@@ -58,8 +58,8 @@ def test_train_watch_live_and_predict(tmp_path):
         other = b.new_context().new_page()
         other.goto(url + "/train")
         other.get_by_text(re.compile(r"step \d+ / \d+")).first.wait_for(timeout=60_000)
-        run_title = page.get_by_text(re.compile("small_cnn-mnist")).first.inner_text()
-        assert run_title in other.get_by_text(re.compile("small_cnn-mnist")).first.inner_text()
+        run_title = page.get_by_text(re.compile("compact_cnn-mnist")).first.inner_text()  # auto: compact CNN
+        assert run_title in other.get_by_text(re.compile("compact_cnn-mnist")).first.inner_text()
         other.close()
         page.get_by_text(re.compile("finished after")).first.wait_for(timeout=240_000)
 
