@@ -38,8 +38,10 @@ def _progress(enabled: bool):
 def _scan(source: str, args):
     from engine.data.scan import scan_folder
 
+    # The CLI runs as the user, on their own machine: any readable path (the allowed data roots
+    # guard the dashboard, whose user may not own the server).
     return scan_folder(source, progress=_progress(not args.json and sys.stderr.isatty()),
-                       workers=args.workers, use_cache=not args.no_cache)
+                       workers=args.workers, use_cache=not args.no_cache, check_root=False)
 
 
 def _stats_kwargs(args) -> dict:
@@ -63,7 +65,7 @@ def cmd_import(args) -> int:
     from engine.data.sources import import_source
     from engine.data.stats import compute_stats, format_report
 
-    listing = import_source(args.source, name=args.name)
+    listing = import_source(args.source, name=args.name, check_root=False)
     scan = scan_listing(listing, progress=_progress(not args.json and sys.stderr.isatty()),
                         workers=args.workers, use_cache=not args.no_cache)
     st = compute_stats(scan, **_stats_kwargs(args))

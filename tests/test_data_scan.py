@@ -285,6 +285,19 @@ def test_cli_readable_report_and_errors(data_root, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
+def test_cli_reads_a_folder_outside_the_allowed_roots(data_root, tmp_path, capsys):
+    # the roots guard the dashboard; the CLI runs as the user on their own machine
+    from engine import cli_data
+
+    outside = make_counts(tmp_path / "elsewhere", {"x": 4, "y": 2})
+    with pytest.raises(DataError, match="outside the allowed data folders"):
+        run_scan(outside)
+    assert cli_data.main(["stats", str(outside), "--workers", "1"]) == 0
+    assert "Imbalance ratio 2.00" in capsys.readouterr().out
+    assert cli_data.main(["import", str(outside), "--workers", "1"]) == 0
+    assert f"Ready: {outside}" in capsys.readouterr().out
+
+
 def test_empty_and_disallowed_folders(data_root, tmp_path):
     (data_root / "empty").mkdir()
     with pytest.raises(DataError, match="no images"):

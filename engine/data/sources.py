@@ -465,11 +465,13 @@ def _extract(zf: zipfile.ZipFile, name: str, max_total_bytes: int, max_files: in
 
 
 def import_source(source: str | os.PathLike, *, name: str | None = None,
-                  roots: Sequence[str | os.PathLike] | None = None) -> Listing:
+                  roots: Sequence[str | os.PathLike] | None = None, check_root: bool = True) -> Listing:
     """Make a source usable and list it: a zip is extracted into the workspace, a folder or CSV
-    is checked in place (never copied, never modified)."""
+    is checked in place (never copied, never modified). ``check_root`` False (the CLI, run by the
+    user on their own machine) accepts any readable path."""
     path = Path(source).expanduser()
-    check_allowed(path, roots)
+    if check_root:
+        check_allowed(path, roots)
     if path.is_file() and path.suffix.lower() == ".zip":
         res = import_zip(path, name=name, check_root=False)
         listing = list_folder(res.path)
