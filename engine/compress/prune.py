@@ -42,6 +42,7 @@ from engine.transforms import EvalSpec
 
 METHODS = ("structured", "unstructured")
 DEFAULT_ROUND_TO = 8
+FINETUNE_EPOCHS = 3  # when the caller gives none (taillab compress without --finetune-epochs)
 ROUND_TO_SLACK = 0.05  # fall back to a finer rounding when the target is missed by more than this
 UNSTRUCTURED_NOTE = ("zeros alone make the model neither smaller on disk nor faster: the weights "
                      "are still stored and multiplied densely (sparse kernels or compression of "
@@ -244,8 +245,8 @@ def prune_config(parent, *, method: str, amount: float, finetune_epochs: int, ta
                                warmup_epochs=0.0, pretrained=False, distil_from=None)
 
 
-def launch_prune(store, run_id: str, *, method: str, amount: float, finetune_epochs: int,
-                 target: str = "macs") -> "Run":  # noqa: F821
+def launch_prune(store, run_id: str, *, method: str, amount: float,
+                 finetune_epochs: int = FINETUNE_EPOCHS, target: str = "macs") -> "Run":  # noqa: F821
     """Start pruning + fine-tuning of a finished run as a worker process (kind "prune", a child
     of ``run_id``). Bad settings (amount 0 or 1, unknown method) raise ConfigError before
     anything is stored."""
