@@ -18,7 +18,6 @@ import numpy as np
 import torch
 
 from engine.data.io import open_image
-from engine.models import create_model
 from engine.transforms import EvalSpec, eval_transform, pil_to_uint8_tensor
 
 
@@ -35,19 +34,10 @@ class Prediction:
 
 def model_from_checkpoint(ck: dict) -> torch.nn.Module:
     """The model a checkpoint written by ``engine.train`` describes, with its weights, in eval
-    mode: ``engine.models.model_from_checkpoint`` (which resizes the registry model's layers to a
-    structurally pruned checkpoint's channel counts), or the plain registry model where that
-    function is absent."""
+    mode (structurally pruned ones included: engine.models.model_from_checkpoint)."""
     from engine import models
 
-    build = getattr(models, "model_from_checkpoint", None)
-    if build is not None:
-        return build(ck).eval()
-    spec = EvalSpec.from_dict(ck["eval_spec"])
-    model = create_model(ck["model"], num_classes=ck["num_classes"], in_channels=spec.channels,
-                         input_size=spec.size, normed_head=ck.get("normed_head", False))
-    model.load_state_dict(ck["model_state"])
-    return model.eval()
+    return models.model_from_checkpoint(ck).eval()
 
 
 class Predictor:

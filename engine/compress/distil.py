@@ -19,12 +19,16 @@ of each sample's KL divergence (``reduction="batchmean"``). LDAM's cosine heads 
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from engine.config import ConfigError, TrainConfig, train_config_from_dict
+
+if TYPE_CHECKING:
+    from engine.store import Run
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -126,7 +130,7 @@ def distil_config(parent, *, student: str, temperature: float = 4.0, alpha: floa
 
 
 def launch_distil(store, run_id: str, *, student: str, temperature: float = 4.0, alpha: float = 0.5,
-                  epochs: int | None = None) -> "Run":  # noqa: F821
+                  epochs: int | None = None) -> Run:
     """Start distilling a finished run into ``student`` as a worker process (kind "distil", a
     child of ``run_id``). Bad settings raise ConfigError before anything is stored."""
     from engine import jobs, workspace

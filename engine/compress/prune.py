@@ -30,6 +30,7 @@ import copy
 import dataclasses
 import json
 import warnings
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -47,6 +48,9 @@ ROUND_TO_SLACK = 0.05  # fall back to a finer rounding when the target is missed
 UNSTRUCTURED_NOTE = ("zeros alone make the model neither smaller on disk nor faster: the weights "
                      "are still stored and multiplied densely (sparse kernels or compression of "
                      "the file would be needed to gain from them)")
+
+if TYPE_CHECKING:
+    from engine.store import Run
 
 
 # --- counting ------------------------------------------------------------------------------
@@ -246,7 +250,7 @@ def prune_config(parent, *, method: str, amount: float, finetune_epochs: int, ta
 
 
 def launch_prune(store, run_id: str, *, method: str, amount: float,
-                 finetune_epochs: int = FINETUNE_EPOCHS, target: str = "macs") -> "Run":  # noqa: F821
+                 finetune_epochs: int = FINETUNE_EPOCHS, target: str = "macs") -> Run:
     """Start pruning + fine-tuning of a finished run as a worker process (kind "prune", a child
     of ``run_id``). Bad settings (amount 0 or 1, unknown method) raise ConfigError before
     anything is stored."""
