@@ -40,6 +40,7 @@ PAGES = {
         st.Page("../pages/runs.py", title="Runs", icon="📈", url_path="runs"),
     ],
     "Use": [
+        st.Page("../pages/compress.py", title="Compress", icon="🗜️", url_path="compress"),
         st.Page("../pages/predict.py", title="Predict", icon="🔮", url_path="predict"),
     ],
 }

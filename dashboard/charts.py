@@ -271,3 +271,91 @@ def version_comparison(labels: Sequence[str], a: Sequence[int], b: Sequence[int]
     fig.update_xaxes(title="class")
     fig.update_yaxes(title="images")
     return _layout(fig, barmode="group", height=340, bargap=0.2)
+
+
+# --- Compress page (compression lab) ---------------------------------------------------------------
+
+def pareto_front(cost: Sequence[float | None], gain: Sequence[float | None]) -> list[int]:
+    """Indices of the points no other point beats (lower or equal cost and higher or equal gain,
+    one of them strictly), ordered by cost. Points with a missing value are left out."""
+    pts = [(i, float(c), float(g)) for i, (c, g) in enumerate(zip(cost, gain))
+           if c is not None and g is not None and not math.isnan(c) and not math.isnan(g)]
+    front = [i for i, c, g in pts
+             if not any((c2 <= c and g2 >= g) and (c2 < c or g2 > g) for _, c2, g2 in pts)]
+    return sorted(front, key=lambda i: (float(cost[i]), -float(gain[i])))
+
+
+def pareto_scatter(labels: Sequence[str], latency_ms: Sequence[float | None], bal_acc: Sequence[float | None],
+                   *, kinds: Sequence[str], flagged: Sequence[bool] | None = None) -> go.Figure:
+    """Latency at batch 1 (x, log scale: lower is better) against test balanced accuracy (y, higher
+    is better), one labelled point per model; the Pareto front (the models nothing beats on
+    both) drawn as a step line. ``kinds``: "original" for the parent, else the variant kind;
+    flagged points get a red ring."""
+    flagged = list(flagged or [False] * len(labels))
+    ok = [i for i in range(len(labels)) if latency_ms[i] is not None and bal_acc[i] is not None]
+    fig = go.Figure()
+    front = pareto_front(latency_ms, bal_acc)
+    if len(front) > 1:
+        fig.add_scatter(x=[latency_ms[i] for i in front], y=[bal_acc[i] * 100 for i in front],
+                        mode="lines", line=dict(color="#54A24B", width=2, dash="dot", shape="hv"),
+                        name="Pareto front", hoverinfo="skip")
+    symbols = {"original": "star", "prune": "diamond", "distil": "triangle-up", "quantize": "circle",
+               "export": "square"}
+    colours = {"original": "#222222", "prune": "#F58518", "distil": "#B279A2", "quantize": "#4C78A8",
+               "export": "#72B7B2"}
+    names = {"original": "original", "prune": "pruned", "distil": "distilled", "quantize": "quantized",
+             "export": "ONNX export"}
+    # neighbours along the latency axis put their labels on alternate sides, so that they do not overlap
+    by_x = sorted(ok, key=lambda i: float(latency_ms[i]))
+    where = {i: ("top center" if j % 2 == 0 else "bottom center") for j, i in enumerate(by_x)}
+    for kind in dict.fromkeys(kinds[i] for i in ok):
+        idx = [i for i in ok if kinds[i] == kind]
+        fig.add_scatter(
+            x=[latency_ms[i] for i in idx], y=[bal_acc[i] * 100 for i in idx], mode="markers+text",
+            name=names.get(kind, kind), text=[str(labels[i]) for i in idx], textposition=[where[i] for i in idx],
+            textfont=dict(size=11), cliponaxis=False,
+            marker=dict(size=[16 if i in front else 12 for i in idx], symbol=symbols.get(kind, "circle"),
+                        color=colours.get(kind, "#9D755D"),
+                        line=dict(color=["#E45756" if flagged[i] else "white" for i in idx],
+                                  width=[3 if flagged[i] else 1 for i in idx])),
+            customdata=[("on the Pareto front" if i in front else "beaten by another model")
+                        + (" · flagged" if flagged[i] else "") for i in idx],
+            hovertemplate="%{text}<br>%{x:.3g} ms · balanced %{y:.1f}%<br>%{customdata}<extra></extra>")
+    if ok:
+        xs = [float(latency_ms[i]) for i in ok]
+        fig.update_xaxes(**_log_axis(xs, "latency at batch 1, p50 (ms, log scale) · lower is better"))
+        ys = [bal_acc[i] * 100 for i in ok]
+        lo, hi = min(ys), max(ys)
+        pad = max(1.0, (hi - lo) * 0.25)
+        fig.update_yaxes(title="test balanced accuracy (%) · higher is better",
+                         range=[max(0.0, lo - pad), min(100.0, hi + pad) + pad * 0.6])
+    return _layout(fig, title="Speed against balanced accuracy", height=420)
+
+
+def recall_change(names: Sequence[str], changes: Sequence[float | None], groups: Sequence[str],
+                  train_counts: Sequence[int], *, guard_points: float | None = None) -> go.Figure:
+    """Per-class change of test recall (points, variant minus parent) in training-count order
+    (head left, tail right), coloured head / medium / tail; the guard as a dotted line."""
+    order = class_order(names, train_counts)
+    fig = go.Figure()
+    for g in ("many", "medium", "few"):
+        idx = [i for i in order if groups[i] == g]
+        if idx:
+            vals = [None if changes[i] is None else changes[i] * 100 for i in idx]
+            fig.add_bar(x=[str(names[i]) for i in idx], y=[0 if v is None else v for v in vals],
+                        name=GROUP_LABELS[g], marker_color=GROUP_COLORS[g],
+                        text=["n/a" if v is None else ("0" if round(v, 1) == 0 else f"{v:+.1f}") for v in vals], textposition="outside",
+                        cliponaxis=False, textfont=dict(size=10 if len(names) <= 30 else 8),
+                        customdata=[int(train_counts[i]) for i in idx],
+                        hovertemplate="%{x}: %{y:+.1f} points (%{customdata} training images)<extra></extra>")
+    fig.add_hline(y=0, line_color="#888", line_width=1)
+    vals = [abs(c) * 100 for c in changes if c is not None]
+    top = max([*vals, (guard_points or 0), 1.0]) * 1.3
+    if guard_points:
+        fig.add_hline(y=-guard_points, line_dash="dot", line_color="#E45756",
+                      annotation_text=f"guard: −{guard_points:g} points", annotation_position="bottom right",
+                      annotation_font=dict(size=11, color="#E45756"))
+    fig.update_xaxes(type="category", categoryorder="array", categoryarray=[str(names[i]) for i in order],
+                     tickmode="linear", dtick=1, title="class (sorted by training images, largest first)")
+    fig.update_yaxes(title="test recall change (points)", range=[-top, top], zeroline=False)
+    return _layout(fig, title="Per-class recall change, variant minus original", height=360)

@@ -1,44 +1,54 @@
-"""Predict: drop images, pick a finished run, see the top-5 classes."""
+"""Predict: drop images, pick a finished run or a compressed variant (and up to three more to set
+side by side), see the top-5 classes and each model's latency."""
 import streamlit as st
 
-from dashboard import charts, state
-from dashboard.ui import guard, pct
-from engine import workspace
+from dashboard import charts, predict_ui, state
+from dashboard.ui import guard
 from engine.data.io import ImageReadError, open_image
-from engine.store import RunStatus
 
 st.title("🔮 Predict")
 store = state.store()
-finished = [r for r in store.list_runs()  # post-hoc runs have no checkpoint of their own
-            if r.status == RunStatus.FINISHED and r.kind != "posthoc"]
+finished = predict_ui.models(store.list_runs())
 guard(bool(finished), "No finished run yet: train one on **Train** first.")
 
-labels = {r.id: f"{r.name} · test bal. acc {pct(r.latest.get('test/bal_acc'))} · {r.id[:8]}" for r in finished}
-run_id = st.selectbox("Model (a finished run)", list(labels), format_func=labels.get, key="predict.run")
-ckpt = workspace.best_checkpoint(run_id)
-guard(ckpt.is_file(), f"Run {run_id} has no checkpoint on disk (was its folder deleted?).")
-predictor = state.predictor(run_id, ckpt.stat().st_mtime)
-spec = predictor.spec
-st.caption(f"Preprocessing, exactly as in this run's evaluation: resize to {spec.size}×{spec.size}, "
-           f"{'greyscale' if spec.channels == 1 else 'RGB'}, normalise with mean "
-           f"{', '.join(f'{m:.3f}' for m in spec.mean)} and std {', '.join(f'{s:.3f}' for s in spec.std)}. "
-           "EXIF rotation is applied; transparency is composited on black.")
+by_id = {r.id: r for r in finished}
+if st.session_state.get("predict.run") not in by_id:  # default: the newest run that is not a variant
+    st.session_state["predict.run"] = predict_ui.default_model(finished)
+run_id = st.selectbox("Model (a finished run or a compressed variant)", list(by_id),
+                      format_func=lambda i: predict_ui.label(by_id[i]), key="predict.run")
+others = st.multiselect(f"Side by side with (up to {predict_ui.MAX_MODELS - 1} more)",
+                        [i for i in by_id if i != run_id], format_func=lambda i: predict_ui.label(by_id[i]),
+                        max_selections=predict_ui.MAX_MODELS - 1, key="predict.compare",
+                        help="Variants made on **Compress** (ONNX fp32, int8, pruned, distilled) "
+                             "are listed here too.")
+chosen = [by_id[run_id]] + [by_id[i] for i in others if i in by_id]
+try:
+    preds = {r.id: predict_ui.predictor(r) for r in chosen}
+except (FileNotFoundError, ValueError) as e:
+    guard(False, str(e))
+st.caption(predict_ui.preprocessing_caption(preds[run_id]))
 
 files = st.file_uploader("Drop images here (PNG, JPEG, WebP, BMP)", type=["png", "jpg", "jpeg", "webp", "bmp"],
                          accept_multiple_files=True, key="predict.files")
 guard(bool(files), "Drop one or more images to classify them.")
+st.caption(predict_ui.LATENCY_NOTE)
 
 for f in files:
     data = f.getvalue()
     with st.container(border=True):
-        c1, c2 = st.columns([1, 3])
         try:
             img = open_image(data)
-            pred = predictor.predict(data, name=f.name, k=5)
+            if len(chosen) == 1:
+                pred, ms = predict_ui.timed_predict(preds[run_id], data, f.name)
         except ImageReadError as e:
-            c1.markdown(f"**{f.name}**")
-            c2.error(f"Cannot read this file: {e}".replace("uploaded file: ", ""))
+            st.markdown(f"**{f.name}**")
+            st.error(f"Cannot read this file: {e}".replace("uploaded file: ", ""))
             continue
+        if len(chosen) > 1:
+            predict_ui.side_by_side(f, data, img, chosen, preds)
+            continue
+        c1, c2 = st.columns([1, 3])
         c1.image(img, caption=f.name, width="stretch")
         c2.markdown(f"**{pred.labels[0]}** · {pred.probs[0] * 100:.1f}%")
+        c2.caption(f"⏱ {ms:.2f} ms per image")
         c2.plotly_chart(charts.topk_bars(pred.labels, pred.probs), width="stretch", key=f"predict.chart.{f.file_id}")
