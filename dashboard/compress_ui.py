@@ -5,7 +5,6 @@ Pure helpers (candidates, default_run, table_frame, best_cells, row_flags) come 
 tested without Streamlit; the blocks after them draw the page."""
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Sequence
@@ -67,7 +66,7 @@ HELP = {
     "format": "torch: timed in torch eager; ONNX: timed in ONNX Runtime (CPU).",
     "status": "A pruned or distilled variant trains first; its figures appear when it finishes.",
 }
-WIDTHS = {"run": 160, "method": 150, "format": 80, "params": 68, "threads": 56, "flag": 180, "status": 88,
+WIDTHS = {"run": 160, "method": 150, "format": 80, "params": 68, "threads": 56, "flag": 160, "status": 88,
           "worst drop": 74, "agreement %": 80, "balanced %": 76, "sparsity %": 68}  # pixels; the rest 60
 BEST_CSS = "background-color: #d9f2d0; font-weight: bold"
 FLAG_CSS = "background-color: #fde0dd; color: #a50f15"
@@ -186,10 +185,21 @@ def styled(df: pd.DataFrame, best: dict[str, list[int]], flags: Sequence[Sequenc
 
 
 def short_label(r: dict) -> str:
-    """A point's label on the Pareto scatter."""
-    if r.get("kind") == "train" or r.get("method") == "original":
+    """A point's label on the Pareto scatter: a few words from the method label."""
+    import re
+
+    kind, m = r.get("kind"), str(r.get("method") or r.get("kind") or "")
+    if kind == "train" or m == "original":
         return "original"
-    m = str(r.get("method") or r.get("kind"))
+    if kind == "prune":
+        parts = [p.strip() for p in m.split(",")]
+        amount = parts[1].split(" of")[0] if len(parts) > 1 else ""
+        return f"{parts[0].replace(' magnitude', '').replace(' pruning', '')} {amount}".strip()
+    if kind == "distil":
+        into = re.search(r"into ([^,\s]+)", m)
+        return f"distilled into {into.group(1)}" if into else "distilled"
+    if kind == "export":
+        return "ONNX fp32"
     return m.split(" (")[0].split(",")[0][:28]
 
 
@@ -259,13 +269,14 @@ def _engine_error(what: str, e: Exception) -> None:
     st.error(f"**Cannot {what}:** {e}")
 
 
-def _made(child: Run, parent_row: dict | None) -> None:
+def _made(child: Run, parent: Run) -> None:
     """Toast after an in-process variant; the variant becomes the one 'What compression forgot' shows."""
     st.session_state[FOCUS_KEY] = child.id
     bal = _num(child.latest.get("test/bal_acc"))
     msg = f"✅ {child.name}: balanced accuracy {pct(bal)}"
-    if parent_row and _num(parent_row.get("size_bytes")) and _num(child.tags.get("size_bytes")):
-        msg += f", {parent_row['size_bytes'] / float(child.tags['size_bytes']):.1f}× smaller on disk"
+    before, after = _num(parent.tags.get("size_bytes")), _num(child.tags.get("size_bytes"))
+    if before and after and before / after >= 1.05:
+        msg += f", {before / after:.1f}× smaller on disk"
     st.toast(msg)
     if child.tags.get("flag"):
         st.warning(f"**{child.name} is flagged:** {child.tags['flag']}. It is kept in the table, in red.")
@@ -327,7 +338,7 @@ def actions(store: Store, run: Run) -> None:
                 with st.spinner("Exporting, calibrating, quantizing and timing …"):
                     child = quantize.quantize_run(store, run.id, method="int8-static", calibration=int(n),
                                                   calibration_method=method, per_channel=per_channel)
-                _made(child, None)
+                _made(child, store.get_run(run.id))
             except (ValueError, FileNotFoundError, RuntimeError) as e:
                 _engine_error("quantize this run", e)
     with tabs[3], st.form("compress.dyn", border=False):
@@ -337,7 +348,7 @@ def actions(store: Store, run: Run) -> None:
             try:
                 with st.spinner("Exporting, quantizing and timing …"):
                     child = quantize.quantize_run(store, run.id, method="int8-dynamic")
-                _made(child, None)
+                _made(child, store.get_run(run.id))
             except (ValueError, FileNotFoundError, RuntimeError) as e:
                 _engine_error("quantize this run", e)
     with tabs[4], st.form("compress.distil", border=False):
@@ -364,7 +375,7 @@ def actions(store: Store, run: Run) -> None:
             try:
                 with st.spinner("Exporting and checking parity on the test split …"):
                     child = export_run(store, run.id)
-                _made(child, None)
+                _made(child, store.get_run(run.id))
                 st.toast(f"Parity: top-1 agreement {pct(_num(child.tags.get('parity_top1')))}, largest "
                          f"logit difference {child.tags.get('max_logit_diff', '?')}")
             except (ValueError, FileNotFoundError, RuntimeError) as e:
@@ -388,7 +399,10 @@ def _live(run_id: str) -> None:
     store = state.store()
     store.reap_stale()
     active = [k for k in _children(store, run_id) if k.status in RunStatus.ACTIVE]
-    if not active:  # done: the whole page reruns and measures the new variants
+    if not active:  # done: the whole page reruns, measures the new variants and shows the newest
+        done = [k for k in _children(store, run_id) if k.status == RunStatus.FINISHED]
+        if done:
+            st.session_state[FOCUS_KEY] = max(done, key=lambda k: k.ended_at or k.created_at).id
         st.rerun(scope="app")
     st.markdown("#### Training now")
     for k in active:
@@ -430,14 +444,15 @@ def table(store: Store, run: Run, rows: list[dict]) -> tuple[float, dict]:
         st.dataframe(styled(shown[cols], {c: v for c, v in best.items() if c in cols}, flags), hide_index=True,
                      width="stretch", column_config={c: config[c] for c in cols if c in config}, key=key)
     kids = _children(store, run.id)
-    notes = [f"**{r['name']}**: {r['compress_note']}" for r in rows[1:] if r.get("compress_note")]
+    notes = [f"🟥 **{r['name']}**: {'; '.join(f)}" for r, f in zip(rows, flags) if f]
+    notes += [f"ℹ️ **{r['name']}**: {r['compress_note']}" for r in rows[1:] if r.get("compress_note")]
     cpu = next((k.tags["cpu_note"] for k in kids if k.tags.get("cpu_note")), None)
     if cpu:  # why int8 may be no faster than fp32 here
-        notes.append(f"**int8 on this machine**: {cpu}.")
-    notes += [f"**{k.name}** {status_badge(k.status)}: {k.error or 'no message'}"
+        notes.append(f"ℹ️ **int8 on this machine**: {cpu}.")
+    notes += [f"❌ **{k.name}** {status_badge(k.status)}: {k.error or 'no message'}"
               for k in kids if k.status == RunStatus.FAILED]
     for n in notes:
-        st.caption("ℹ️ " + n)
+        st.caption(n)
     csv = pd.DataFrame([{**r, "worst_class_drop_points": worst.get(r["run_id"], (None,))[0] if j else None,
                          "flags": "; ".join(flags[j])} for j, r in enumerate(rows)]).to_csv(index=False)
     st.download_button("⬇️ Download the table (CSV)", csv, file_name=f"compare-{run.id[:8]}.csv",
@@ -523,7 +538,7 @@ def gallery(run: Run, d: dict, limit: int = 24) -> None:
     flips = d["flipped"]
     lost = [f for f in flips if f["parent_pred"] == f["target"]]
     fixed = [f for f in flips if f["child_pred"] == f["target"]]
-    other = [f for f in flips if f not in lost and f not in fixed]
+    other = [f for f in flips if f["target"] not in (f["parent_pred"], f["child_pred"])]
     st.markdown(f"**Test images whose prediction changed: {len(flips)}** of "
                 f"{sum(c['support'] for c in d['classes']):,}")
     if not flips:

@@ -1,5 +1,6 @@
 """End to end in headless Chromium: open Compress on a trained run, make an int8 variant by
-clicking, and see its row (table CSV, Pareto scatter, "What compression forgot").
+clicking, and see its row (table CSV, Pareto scatter, "What compression forgot"); then predict a
+digit with the original and the variant side by side.
 
 In CI (CI=true) a missing Chromium is a failure, not a skip.
 """
@@ -55,4 +56,23 @@ def test_make_int8_variant_and_see_its_row(trained_run, tmp_path):
         assert int(q["size_bytes"]) < int(rows[0]["size_bytes"]) / 2
         assert float(q["agreement"]) >= 0.95 and float(q["latency_ms_p50"]) > 0
         page.screenshot(path=str(tmp_path / "compress.png"), full_page=True)
+
+        # Predict: the original and its int8 variant side by side on one digit, each with its latency
+        from PIL import Image
+
+        from engine.data.builtin import load_builtin
+        digit = tmp_path / "digit.png"
+        Image.fromarray(load_builtin("mnist").test_images[0]).save(digit)  # a 7
+        page.get_by_role("link", name=re.compile("Predict")).first.click()
+        page.get_by_text("Drop one or more images").first.wait_for(timeout=60_000)
+        wait_idle(page)
+        page.get_by_role("combobox", name=re.compile("Side by side")).click()
+        page.get_by_role("option", name=re.compile("int8-static")).first.click()
+        wait_idle(page)
+        page.keyboard.press("Escape")
+        page.locator('input[type="file"]').set_input_files(str(digit))
+        page.get_by_text(re.compile(r"models agree|models disagree")).first.wait_for(timeout=60_000)
+        assert page.get_by_text(re.compile(r"⏱ \d+\.\d\d ms per image")).count() == 2
+        assert page.get_by_text("ONNX int8", exact=False).count() >= 1
+        assert page.get_by_text(re.compile(r"All 2 models agree")).count() == 1
         b.close()
