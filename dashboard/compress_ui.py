@@ -305,7 +305,7 @@ def actions(store: Store, run: Run) -> None:
         if st.form_submit_button("✂️ Prune (structured) and fine-tune", key="compress.st.go"):
             try:
                 child = prune.launch_prune(store, run.id, method="structured", amount=amount / 100,
-                                           finetune_epochs=int(ft), target=target)
+                                           finetune_epochs=int(ft), target=target, dashboard=True)
                 st.toast(f"Pruning started: {child.name}. It trains below.")
             except (ValueError, FileNotFoundError) as e:
                 _engine_error("prune this run", e)
@@ -318,7 +318,7 @@ def actions(store: Store, run: Run) -> None:
         if st.form_submit_button("🕳️ Prune (unstructured) and fine-tune", key="compress.un.go"):
             try:
                 child = prune.launch_prune(store, run.id, method="unstructured", amount=amount / 100,
-                                           finetune_epochs=int(ft))
+                                           finetune_epochs=int(ft), dashboard=True)
                 st.toast(f"Pruning started: {child.name}. It trains below.")
             except (ValueError, FileNotFoundError) as e:
                 _engine_error("prune this run", e)
@@ -364,7 +364,7 @@ def actions(store: Store, run: Run) -> None:
         if st.form_submit_button("🎓 Distil into the student", key="compress.kd.go"):
             try:
                 child = distil.launch_distil(store, run.id, student=student, temperature=float(temperature),
-                                             alpha=float(alpha), epochs=int(kd_epochs))
+                                             alpha=float(alpha), epochs=int(kd_epochs), dashboard=True)
                 st.toast(f"Distillation started: {child.name}. It trains below.")
             except (ValueError, FileNotFoundError) as e:
                 _engine_error("distil this run", e)

@@ -56,7 +56,7 @@ def methods(store: Store, run: Run) -> None:
                              "layer, class-balanced sampler, plain cross-entropy.")
         epochs = c3.number_input("cRT epochs", 1, 1000, posthoc.CRT_EPOCHS, key="runs.crt.epochs")
         if crt:
-            child = posthoc.launch_crt(store, run.id, epochs=int(epochs))
+            child = posthoc.launch_crt(store, run.id, epochs=int(epochs), dashboard=True)
             st.toast(f"cRT started: {child.name}")
     except (ConfigError, ValueError, FileNotFoundError) as e:
         st.error(f"**Cannot apply this method:** {e}")

@@ -212,10 +212,12 @@ def crt_config(parent: Run, *, epochs: int = CRT_EPOCHS, **overrides) -> TrainCo
         "name": f"{parent.name}-crt", "init_from": parent.id, "train_scope": "classifier",
         "sampler": "class_balanced", "loss": "ce", "loss_params": {}, "drw_epoch": None,
         "augment": {}, "epochs": int(epochs), "warmup_epochs": 0.0, "pretrained": False,
+        "threads": None, "num_workers": None,  # from where it is launched
         **overrides})
 
 
-def launch_crt(store: Store, run_id: str, *, epochs: int = CRT_EPOCHS, **overrides) -> Run:
+def launch_crt(store: Store, run_id: str, *, epochs: int = CRT_EPOCHS, dashboard: bool = False,
+               **overrides) -> Run:
     """Start cRT on a finished run as a worker process (kind "crt", a child of ``run_id``)."""
     from engine import jobs
 
@@ -224,7 +226,7 @@ def launch_crt(store: Store, run_id: str, *, epochs: int = CRT_EPOCHS, **overrid
         raise ValueError(f"Run {run_id} is {parent.status} without a best checkpoint; cRT needs a "
                          "finished training run.")
     return jobs.launch(crt_config(parent, epochs=epochs, **overrides), store, kind="crt",
-                       parent_run_id=run_id)
+                       parent_run_id=run_id, dashboard=dashboard)
 
 
 def family(store: Store, run_id: str) -> tuple[Run, list[Run]]:

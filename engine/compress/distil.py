@@ -122,7 +122,7 @@ def distil_config(parent, *, student: str, temperature: float = 4.0, alpha: floa
     pretrained = base.pretrained and MODELS[student].pretrained_available
     changes = dict(name=f"{parent.name}-distil-{student}", model=student, distil_from=parent.id,
                    init_from=None, train_scope="all", prune={}, kd_temperature=temperature,
-                   kd_alpha=alpha, pretrained=pretrained,
+                   kd_alpha=alpha, pretrained=pretrained, threads=None, num_workers=None,
                    epochs=base.epochs if epochs is None else epochs)
     if pretrained != base.pretrained:
         changes.update(lr=None, weight_decay=None, optimizer=AUTO)
@@ -130,7 +130,7 @@ def distil_config(parent, *, student: str, temperature: float = 4.0, alpha: floa
 
 
 def launch_distil(store, run_id: str, *, student: str, temperature: float = 4.0, alpha: float = 0.5,
-                  epochs: int | None = None) -> Run:
+                  epochs: int | None = None, dashboard: bool = False) -> Run:
     """Start distilling a finished run into ``student`` as a worker process (kind "distil", a
     child of ``run_id``). Bad settings raise ConfigError before anything is stored."""
     from engine import jobs, workspace
@@ -141,4 +141,4 @@ def launch_distil(store, run_id: str, *, student: str, temperature: float = 4.0,
     if parent.status != RunStatus.FINISHED or not workspace.best_checkpoint(run_id).is_file():
         raise ValueError(f"Run {run_id} is {parent.status} without a best checkpoint; distillation "
                          "needs a finished training run as the teacher.")
-    return jobs.launch(cfg, store, kind="distil", parent_run_id=run_id)
+    return jobs.launch(cfg, store, kind="distil", parent_run_id=run_id, dashboard=dashboard)

@@ -246,11 +246,12 @@ def prune_config(parent, *, method: str, amount: float, finetune_epochs: int, ta
     tag = f"{method[:5]}{round(100 * amount) if isinstance(amount, (int, float)) else amount}"
     return dataclasses.replace(base, name=f"{parent.name}-prune-{tag}", init_from=parent.id,
                                train_scope="all", prune=settings, epochs=finetune_epochs,
-                               warmup_epochs=0.0, pretrained=False, distil_from=None)
+                               warmup_epochs=0.0, pretrained=False, distil_from=None,
+                               threads=None, num_workers=None)  # from where it is launched
 
 
 def launch_prune(store, run_id: str, *, method: str, amount: float,
-                 finetune_epochs: int = FINETUNE_EPOCHS, target: str = "macs") -> Run:
+                 finetune_epochs: int = FINETUNE_EPOCHS, target: str = "macs", dashboard: bool = False) -> Run:
     """Start pruning + fine-tuning of a finished run as a worker process (kind "prune", a child
     of ``run_id``). Bad settings (amount 0 or 1, unknown method) raise ConfigError before
     anything is stored."""
@@ -264,7 +265,7 @@ def launch_prune(store, run_id: str, *, method: str, amount: float,
     if parent.status != RunStatus.FINISHED or not workspace.best_checkpoint(run_id).is_file():
         raise ValueError(f"Run {run_id} is {parent.status} without a best checkpoint; pruning needs "
                          "a finished training run.")
-    return jobs.launch(cfg, store, kind="prune", parent_run_id=run_id)
+    return jobs.launch(cfg, store, kind="prune", parent_run_id=run_id, dashboard=dashboard)
 
 
 # --- what a finished variant records -------------------------------------------------------
