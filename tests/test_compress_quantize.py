@@ -42,7 +42,7 @@ def test_static_int8_agrees_with_the_torch_model(ws, int8):
     assert int8.latest["test/bal_acc"] >= store.get_run(run_id).latest["test/bal_acc"] - 0.03
     cfg = int8.config["compress"]
     assert cfg["method"] == "int8-static" and cfg["format"] == "QDQ" and cfg["calibration_split"] == "train"
-    assert cfg["types"] in ("S8S8", "U8U8") and int8.tags["quant_types"].startswith(cfg["types"])
+    assert cfg["types"] in ("U8S8", "S8S8") and int8.tags["quant_types"].startswith(cfg["types"])
     per_class = cfg["calibration_per_class"]
     assert sum(per_class) == 256 and max(per_class) - min(per_class) <= 1  # class-balanced
     assert "VNNI" in int8.tags["cpu_note"] and cfg["reduce_range"] == ("without VNNI" in int8.tags["cpu_note"])

@@ -4,9 +4,15 @@
   ``quant_pre_process`` (shape inference + graph optimisation), then ``quantize_static`` in QDQ
   format with activations and weights calibrated on images drawn class-balanced from the
   **training** split (``calibration`` images, 256 by default; MinMax, Entropy or Percentile;
-  per-tensor or per-channel weights). S8S8 (signed int8 activations and weights) first; when it
-  loses more than ``U8_FALLBACK_DROP`` of balanced accuracy against the parent, U8U8 is tried and
-  the better kept (the run's ``quant_types`` tag says which and why). ``reduce_range`` (7-bit
+  per-tensor or per-channel weights). U8S8 (unsigned int8 activations, signed int8 weights)
+  first: on ONNX Runtime 1.32 with an x86 CPU, S8S8 left 12 of ResNet-18's 20 convolutions (15 of
+  MobileNet V2's 52) in fp32 between dequantize and quantize nodes, while U8S8 turned every one
+  into an int8 kernel (ResNet-18: 0.22x the fp32 latency against 0.70x with S8S8;
+  ``benchmarks.compression``). When a candidate loses more than ``FALLBACK_DROP`` of balanced
+  accuracy against the parent, the next is tried: per-channel weights (depthwise convolutions
+  need them: MobileNet V2 per-tensor lost 20 points, per-channel none), then S8S8; the first
+  within the bound is kept, else the most accurate (the run's ``quant_types`` tag says which
+  and why). ``reduce_range`` (7-bit
   weights) is used on CPUs without VNNI (``avx512_vnni`` / ``avx_vnni`` in /proc/cpuinfo), where
   8-bit products can saturate; the ``cpu_note`` tag says which applied.
 * ``int8-dynamic``: weights of the linear layers (MatMul / Gemm) to int8, activations quantized
@@ -34,7 +40,8 @@ from engine.compress.export import ExportError, record_onnx_variant, torch_paren
 METHODS = ("int8-static", "int8-dynamic", "fp16")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 DEFAULT_CALIBRATION = 256
-U8_FALLBACK_DROP = 0.01  # balanced accuracy (0..1) an S8S8 model may lose before U8U8 is tried
+FALLBACK_DROP = 0.01  # balanced accuracy (0..1) a candidate may lose before the next is tried
+TYPES = {"U8S8": ("QUInt8", "QInt8"), "S8S8": ("QInt8", "QInt8"), "U8U8": ("QUInt8", "QUInt8")}  # act, weight
 COLLAPSE_DROP = 0.10  # balanced accuracy lost that flags the variant
 FP16_REFUSAL = ("fp16 is not offered: ONNX Runtime's CPU provider has no fp16 kernels, so an fp16 "
                 "model on CPU is cast back to fp32 around every operator and runs slower than the "
@@ -120,13 +127,13 @@ def _static(pre: Path, out: Path, batches: list[np.ndarray], *, method: str, per
     class Reader(_Reader, CalibrationDataReader):
         pass
 
-    q = QuantType.QInt8 if types == "S8S8" else QuantType.QUInt8
+    act, weight = (getattr(QuantType, t) for t in TYPES[types])
     calib = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
              "percentile": CalibrationMethod.Percentile}[method]
     with contextlib.redirect_stdout(sys.stderr):  # the calibrators print progress: keep --json clean
         quantize_static(str(pre), str(out), Reader(batches), quant_format=QuantFormat.QDQ,
-                        per_channel=per_channel, reduce_range=reduce_range, activation_type=q,
-                        weight_type=q, calibrate_method=calib,
+                        per_channel=per_channel, reduce_range=reduce_range, activation_type=act,
+                        weight_type=weight, calibrate_method=calib,
                         extra_options={"CalibMovingAverage": False} if method == "minmax" else None)
 
 
@@ -179,26 +186,30 @@ def quantize_run(store, run_id: str, *, method: str = "int8-static", calibration
         if method == "int8-static":
             batches, calib_labels = _calibration_batches(data, spec, calibration, seed)
             per_class = np.bincount(calib_labels, minlength=C)
+            candidates = [("U8S8", per_channel)] + ([("U8S8", True)] if not per_channel else []) + [("S8S8", True)]
             tried = {}
-            for types in ("S8S8", "U8U8"):
-                path = out_dir / types / "model.onnx"
+            for types, pc in candidates:
+                path = out_dir / f"{types}-{'pc' if pc else 'pt'}" / "model.onnx"
                 path.parent.mkdir()
-                _static(pre, path, batches, method=calibration_method, per_channel=per_channel,
+                _static(pre, path, batches, method=calibration_method, per_channel=pc,
                         reduce_range=rr, types=types)
                 logits, _ = measure.onnx_logits(path, data, spec)
                 bal = measure.summarize(logits.argmax(1), targets, C, groups)["bal_acc"]
-                tried[types] = (path, logits, bal)
-                if parent_bal - bal <= U8_FALLBACK_DROP:
+                tried[(types, pc)] = (path, logits, bal)
+                if parent_bal - bal <= FALLBACK_DROP:
                     break
-            best = max(tried, key=lambda t: (tried[t][2], t == "S8S8"))
-            path, logits, bal = tried[best]
-            if len(tried) == 1:
-                tags["quant_types"] = "S8S8 (signed int8 activations and weights)"
-            else:
-                s8 = tried["S8S8"][2]
-                tags["quant_types"] = (f"{best}: S8S8 lost {100 * (parent_bal - s8):.1f} points of balanced "
-                                       f"accuracy (> {100 * U8_FALLBACK_DROP:g}), so U8U8 was tried "
-                                       f"({100 * (parent_bal - tried['U8U8'][2]):.1f} points)")
+            order = list(tried)
+            chosen = next((k for k in order if parent_bal - tried[k][2] <= FALLBACK_DROP),
+                          max(order, key=lambda k: tried[k][2]))
+            path, logits, bal = tried[chosen]
+            best, per_channel = chosen
+            name = lambda k: f"{k[0]} {'per-channel' if k[1] else 'per-tensor'}"  # noqa: E731
+            tags["quant_types"] = f"{name(chosen)} (unsigned int8 activations, signed int8 weights)" \
+                if best == "U8S8" else name(chosen)
+            if len(tried) > 1:
+                tags["quant_types"] += "; tried " + ", ".join(
+                    f"{name(k)}: {100 * (parent_bal - tried[k][2]):.1f} points lost" for k in order) + \
+                    f" (bound {100 * FALLBACK_DROP:g})"
             compress = {"method": "int8-static", "format": "QDQ", "types": best,
                         "calibration": int(len(calib_labels)), "calibration_requested": int(calibration),
                         "calibration_method": calibration_method, "calibration_split": "train",
