@@ -203,7 +203,7 @@ def load(ref: tuple[str, str], *, rescan: bool = False) -> tuple[tuple, ScanResu
     kind, target = ref
     if kind == "version":
         base = _manifest(target)
-        root = Path(base.root)
+        root = sources.check_allowed(base.root)  # a version made from a shell may point anywhere
         if not root.is_dir():
             raise DataError(f"The images of version {base.short_hash} were in {root}, which is gone.")
         key = ("version", base.hash, _signature(root))

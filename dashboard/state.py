@@ -10,7 +10,6 @@ from engine import recipes, workspace
 from engine.config import DataConfig, data_config_from_dict, to_dict
 from engine.data import sources
 from engine.data.datasets import DataPlan, PreparedData, plan_data, prepare_data
-from engine.infer import Predictor
 from engine.store import Store, open_store
 
 
@@ -49,12 +48,6 @@ def data_plan(cfg: DataConfig) -> DataPlan:
         sig = source_signature(cfg.source)
     base = dataclasses.replace(cfg, image_size=None, channels=None)  # the plan does not depend on them
     return _plan(json.dumps(to_dict(base), sort_keys=True), sig)
-
-
-@st.cache_resource(show_spinner="Loading the model ...", max_entries=4)
-def predictor(run_id: str, checkpoint_mtime: float) -> Predictor:
-    # mtime in the key: a re-written checkpoint is reloaded
-    return Predictor.for_run(run_id)
 
 
 DATA_KEY = "data.config"  # the DataConfig (as a dict) chosen on the Data page, used by Train

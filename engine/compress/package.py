@@ -33,17 +33,19 @@ import numpy as np, onnxruntime as ort
 from PIL import Image, ImageOps
 
 here = os.path.dirname(os.path.abspath(__file__))
-pre = json.load(open(os.path.join(here, "preprocessing.json")))
-labels = json.load(open(os.path.join(here, "labels.json")))
+pre, labels = (json.load(open(os.path.join(here, f))) for f in ("preprocessing.json", "labels.json"))
 session = ort.InferenceSession(os.path.join(here, "model.onnx"), providers=["CPUExecutionProvider"])
-mean = np.array(pre["mean"], np.float32)[:, None, None]
-std = np.array(pre["std"], np.float32)[:, None, None]
+mean, std = (np.array(pre[k], np.float32)[:, None, None] for k in ("mean", "std"))
+def load(path):  # as TailLab reads images: upright, 16-bit scaled to 8-bit, transparency on black
+    img = ImageOps.exif_transpose(Image.open(path))
+    if img.mode in ("I", "I;16", "I;16B", "I;16L"):
+        a = np.asarray(img, np.float32)
+        img = Image.fromarray(np.clip(a / (257.0 if a.max() > 255 else 1.0) + 0.5, 0, 255).astype(np.uint8))
+    if img.mode in ("RGBA", "LA", "PA", "P"):
+        img = Image.alpha_composite(Image.new("RGBA", img.size, (0, 0, 0, 255)), img.convert("RGBA"))
+    return img.convert(pre["colour_mode"]).resize(pre["size"][::-1], Image.Resampling.BILINEAR)  # antialiased
 for path in sys.argv[1:]:
-    img = ImageOps.exif_transpose(Image.open(path)).convert(pre["colour_mode"])
-    height, width = pre["size"]
-    if img.size != (width, height):
-        img = img.resize((width, height), Image.Resampling.BILINEAR)  # antialiased
-    x = np.asarray(img, np.float32) / 255.0
+    x = np.asarray(load(path), np.float32) / 255.0
     x = ((x[None] if x.ndim == 2 else x.transpose(2, 0, 1)) - mean) / std
     logits = session.run(None, {pre["input_name"]: x[None].astype(np.float32)})[0][0]
     p = np.exp(logits - logits.max()); p /= p.sum()

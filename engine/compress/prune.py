@@ -261,6 +261,9 @@ def launch_prune(store, run_id: str, *, method: str, amount: float,
     parent = store.get_run(run_id)
     if method not in METHODS:
         raise ConfigError(f"Invalid prune method {method!r}. Valid choices: {', '.join(METHODS)}.")
+    if method == "structured" and parent.config.get("loss") == "ldam":  # refused before anything is stored
+        raise ConfigError("Structured pruning of a run with LDAM's cosine classifier is not supported; "
+                          "use unstructured pruning, or prune a run trained with another loss.")
     cfg = prune_config(parent, method=method, amount=amount, finetune_epochs=finetune_epochs, target=target)
     if parent.status != RunStatus.FINISHED or not workspace.best_checkpoint(run_id).is_file():
         raise ValueError(f"Run {run_id} is {parent.status} without a best checkpoint; pruning needs "
@@ -318,10 +321,3 @@ class VariantRecorder(Callback):
             tags["method_label"] = f"{tags['method_label']}; {label}" if cfg.prune else label
         self.store.set_tags(self.run_id, tags)
         self.store.log_metrics(self.run_id, metrics, step=state.step, epoch=cfg.epochs)
-
-
-def model_from_checkpoint(ck: dict) -> nn.Module:
-    """A checkpoint's model, pruned or not (``engine.models.model_from_checkpoint``; the hook
-    ``engine.infer`` looks for)."""
-    from engine.models import model_from_checkpoint as build
-    return build(ck)

@@ -240,6 +240,9 @@ def _source_listing(source: str, roots: Sequence[str | os.PathLike] | None) -> t
             m = load_manifest(ref)
         except DataError as e:
             raise DatasetError(str(e)) from e
+        if roots is not None:  # from the dashboard: the version's folder must be an allowed one too
+            from engine.data.sources import check_allowed
+            check_allowed(m.root, roots)
         if not Path(m.root).is_dir():
             raise DatasetError(f"The images of dataset version {m.short_hash} were in {m.root}, which is gone.")
         return m.to_listing(), m
