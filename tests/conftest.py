@@ -67,3 +67,18 @@ def trained_run(tmp_path_factory):
             os.environ.pop("TAILLAB_HOME", None)
         else:
             os.environ["TAILLAB_HOME"] = old
+
+
+@pytest.fixture
+def ws(trained_run, tmp_path, monkeypatch):
+    """(store, id of the finished run) in a private copy of the trained run's workspace, for
+    tests that add child runs (post-hoc, pruning, distillation) without touching the shared one."""
+    import shutil
+
+    home, run_id = trained_run
+    copy = tmp_path / "ws"
+    shutil.copytree(home, copy)
+    monkeypatch.setenv("TAILLAB_HOME", str(copy))
+    monkeypatch.delenv("TAILLAB_DB_URL", raising=False)
+    from engine.store import open_store
+    return open_store(), run_id

@@ -1,7 +1,6 @@
 """Knowledge distillation (engine.compress.distil): the loss by hand, and a real child run of the
 session's finished run (``trained_run``) through the worker."""
 import math
-import shutil
 
 import pytest
 import torch
@@ -9,15 +8,6 @@ import torch
 from engine.config import ConfigError, TrainConfig
 
 
-@pytest.fixture
-def ws(trained_run, tmp_path, monkeypatch):
-    home, run_id = trained_run
-    copy = tmp_path / "ws"
-    shutil.copytree(home, copy)
-    monkeypatch.setenv("TAILLAB_HOME", str(copy))
-    monkeypatch.delenv("TAILLAB_DB_URL", raising=False)
-    from engine.store import open_store
-    return open_store(), run_id
 
 
 S = [[1.0, 2.0, 0.0], [0.5, -1.0, 2.0]]  # student logits: 2 samples, 3 classes

@@ -3,7 +3,6 @@ real finished run (``trained_run``, an MNIST-LT compact CNN), each test in its o
 workspace."""
 import io
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -14,16 +13,6 @@ from engine.models import create_model, fit_to_state_dict, model_from_checkpoint
 from engine.transforms import EvalSpec
 
 
-@pytest.fixture
-def ws(trained_run, tmp_path, monkeypatch):
-    """(store, parent run id) in a private copy of the trained run's workspace."""
-    home, run_id = trained_run
-    copy = tmp_path / "ws"
-    shutil.copytree(home, copy)
-    monkeypatch.setenv("TAILLAB_HOME", str(copy))
-    monkeypatch.delenv("TAILLAB_DB_URL", raising=False)
-    from engine.store import open_store
-    return open_store(), run_id
 
 
 def _spec(size, channels):

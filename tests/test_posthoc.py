@@ -4,7 +4,6 @@ other tests."""
 import dataclasses
 import json
 import math
-import shutil
 
 import numpy as np
 import pytest
@@ -14,16 +13,6 @@ from engine.config import ConfigError, TrainConfig
 from engine.imbalance import DEFAULT_TAUS, balanced_accuracy
 
 
-@pytest.fixture
-def ws(trained_run, tmp_path, monkeypatch):
-    """(store, parent run id) in a private copy of the trained run's workspace."""
-    home, run_id = trained_run
-    copy = tmp_path / "ws"
-    shutil.copytree(home, copy)
-    monkeypatch.setenv("TAILLAB_HOME", str(copy))
-    monkeypatch.delenv("TAILLAB_DB_URL", raising=False)
-    from engine.store import open_store
-    return open_store(), run_id
 
 
 def _val_bal_acc_at_tau0(store, run_id):
