@@ -5,7 +5,9 @@
 * ``OnnxPredictor``: an exported or quantized run's ``model.onnx`` on ONNX Runtime (CPU).
 * ``PackagePredictor``: a deploy package written by ``taillab export`` (one zip), with no
   workspace and no torch model code: ONNX Runtime, numpy and Pillow.
-* ``predictor_for_run(run_id)``: whichever of the first two fits the run (its ``format`` tag).
+* ``PosthocPredictor``: a post-hoc child run (``engine.posthoc``): its parent's checkpoint plus
+  the correction the child records (logit adjustment or tau-normalisation at its tau).
+* ``predictor_for_run(run_id)``: whichever of these fits the run (its kind and ``format`` tag).
 """
 from __future__ import annotations
 
@@ -55,6 +57,7 @@ class Predictor:
         self.device = device
         self.transform = eval_transform(self.spec)
         self.config = ck.get("config", {})
+        self.train_counts: list[int] = list(ck.get("train_counts") or [])
 
     @classmethod
     def for_run(cls, run_id: str, device: str = "cpu") -> "Predictor":
@@ -76,6 +79,67 @@ class Predictor:
         top = np.argsort(-probs)[:k]
         return Prediction(name or (str(src) if isinstance(src, (str, os.PathLike)) else "uploaded file"),
                           [self.class_names[i] for i in top], [float(probs[i]) for i in top])
+
+
+class PosthocPredictor(Predictor):
+    """A post-hoc child run's model: the parent's ``best.pt`` with the child's correction applied
+    to every prediction by ``engine.posthoc.corrected_logits`` (the function its metrics came from):
+    ``logit_adjust``: logits - tau * log(prior); ``tau_norm``: classifier rows W_c / ||W_c||^tau."""
+
+    def __init__(self, checkpoint: str | os.PathLike, method: str, tau: float, device: str = "cpu") -> None:
+        from engine import posthoc
+
+        posthoc._check_method(method)
+        super().__init__(checkpoint, device)
+        if not self.train_counts:
+            raise ValueError(f"The checkpoint {checkpoint} records no train_counts; post-hoc "
+                             "corrections need the class prior.")
+        self.method, self.tau = method, float(tau)
+        # corrected_logits reads the model (tau_norm: its linear head) and the train counts only
+        self._run = posthoc.LoadedRun(self.model, {"train_counts": self.train_counts}, None, self.spec)
+        if method == "tau_norm":
+            posthoc._linear_head(self.model)  # a cosine head: say so now, not at the first image
+
+    @classmethod
+    def for_run(cls, run_id: str, store=None, device: str = "cpu") -> "PosthocPredictor":  # type: ignore[override]
+        """A ``kind == "posthoc"`` run: its parent's checkpoint, its ``posthoc_method`` and ``tau`` tags."""
+        from engine import workspace
+        from engine.store import open_store
+
+        run = (store or open_store()).get_run(run_id)
+        if run.kind != "posthoc":
+            raise ValueError(f"Run {run_id} is a {run.kind} run, not a post-hoc one.")
+        conf = (run.config or {}).get("posthoc", {})
+        parent = run.parent_run_id or conf.get("parent_run_id")
+        method = run.tags.get("posthoc_method") or conf.get("method")
+        if not parent or not method or "tau" not in run.tags:
+            raise ValueError(f"Post-hoc run {run_id} does not record its parent, method and tau.")
+        path = workspace.best_checkpoint(parent)
+        if not path.is_file():
+            raise FileNotFoundError(f"Post-hoc run {run_id} reuses the model of run {parent}, which has "
+                                    f"no checkpoint at {path} (was its folder deleted?).")
+        return cls(path, method, float(run.tags["tau"]), device)
+
+    @torch.no_grad()
+    def logits(self, batch: torch.Tensor) -> np.ndarray:
+        """The corrected logits (float64, (N, C)) of a preprocessed batch."""
+        from engine import posthoc
+        from engine.models import classifier
+
+        feats: list[torch.Tensor] = []
+        hook = classifier(self.model).register_forward_hook(
+            lambda m, inp, out: feats.append(inp[0].float().cpu()))
+        try:
+            z = self.model(batch.to(self.device)).float().cpu()
+        finally:
+            hook.remove()
+        out = posthoc.RunOutputs(z.numpy(), torch.cat(feats).numpy(), np.empty(0, np.int64))
+        return np.asarray(posthoc.corrected_logits(self._run, out, self.method, self.tau), np.float64)
+
+    def probabilities(self, batch: torch.Tensor) -> np.ndarray:
+        z = self.logits(batch)
+        e = np.exp(z - z.max(1, keepdims=True))
+        return (e / e.sum(1, keepdims=True)).astype(np.float32)
 
 
 # --- ONNX Runtime --------------------------------------------------------------------------------
@@ -191,7 +255,8 @@ class PackagePredictor(OnnxPredictor):
 
 def predictor_for_run(run_id: str, store=None, **kw):
     """``Predictor`` for a torch run (its best.pt), ``OnnxPredictor`` for an exported / quantized
-    one (its ``format`` tag says ONNX)."""
+    one (its ``format`` tag says ONNX), ``PosthocPredictor`` for a post-hoc child (no checkpoint of
+    its own: its parent's, corrected)."""
     from engine import workspace
 
     if workspace.best_checkpoint(run_id).is_file():
@@ -203,6 +268,8 @@ def predictor_for_run(run_id: str, store=None, **kw):
         run = (store or open_store()).get_run(run_id)
     except RunNotFound:
         return Predictor.for_run(run_id)  # says: no checkpoint
+    if run.kind == "posthoc":
+        return PosthocPredictor.for_run(run_id, store)
     if run.tags.get("format", "torch").startswith("onnx"):
         return OnnxPredictor.for_run(run_id, store, **kw)
     return Predictor.for_run(run_id)

@@ -121,3 +121,70 @@ def test_cli_predict_json(trained_run, digit, tmp_path):
     assert rows[0]["image"] == str(good) and len(rows[0]["top"]) == 5
     assert abs(sum(t["prob"] for t in rows[0]["top"]) - 1) < 0.05
     assert "not an image" in rows[1]["error"]
+
+
+# --- post-hoc children: the parent's model plus the correction the child records --------------
+
+def _test_batch(p, n=300):
+    data = load_builtin("mnist")
+    return torch.stack([p.preprocess(_encode(Image.fromarray(a), "PNG")) for a in data.test_images[:n]])
+
+
+def test_posthoc_child_predicts_with_parent_model_and_its_correction(ws):
+    from engine import imbalance
+    from engine.infer import PosthocPredictor, predictor_for_run
+    from engine.posthoc import apply_posthoc
+
+    store, run_id = ws
+    res = apply_posthoc(store, run_id, "logit_adjust", taus=(2.0,))  # a tau that changes answers
+    child = store.get_run(res.run_id)
+    assert child.kind == "posthoc" and float(child.tags["tau"]) == 2.0
+    p = predictor_for_run(child.id)
+    parent = predictor_for_run(run_id)
+    assert isinstance(p, PosthocPredictor) and type(parent) is Predictor
+    batch = _test_batch(parent)
+    with torch.no_grad():
+        raw = parent.model(batch).double().numpy()
+    counts = np.asarray(json.loads(child.tags["train_counts"]), np.float64)
+    got = p.logits(batch)
+    # exactly logits - tau * log(prior), and the same as the correction applied by hand
+    np.testing.assert_allclose(got - raw, np.broadcast_to(-2.0 * np.log(counts / counts.sum()), raw.shape),
+                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(got.argmax(1), imbalance.posthoc_logit_adjust(raw, counts, 2.0).argmax(1))
+    assert (got.argmax(1) != raw.argmax(1)).any()  # the correction changes some answers
+    # predict() on an encoded image goes through the same correction
+    img = _encode(Image.fromarray(load_builtin("mnist").test_images[0]), "PNG")
+    assert p.predict(img, k=1).labels[0] == p.class_names[int(got[0].argmax())]
+
+
+def test_posthoc_tau_norm_child_predicts(ws):
+    from engine import imbalance
+    from engine.infer import predictor_for_run
+    from engine.models import classifier
+    from engine.posthoc import apply_posthoc
+
+    store, run_id = ws
+    res = apply_posthoc(store, run_id, "tau_norm", taus=(1.0,))
+    p = predictor_for_run(res.run_id)
+    batch = _test_batch(p, 50)
+    head = classifier(p.model)
+    feats = []
+    h = head.register_forward_hook(lambda m, i, o: feats.append(i[0].double()))
+    with torch.no_grad():
+        p.model(batch)
+    h.remove()
+    w = imbalance.tau_normalize(head.weight.detach().double().numpy(), 1.0)
+    expected = feats[0].numpy() @ w.T + head.bias.detach().double().numpy()
+    np.testing.assert_allclose(p.logits(batch), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_posthoc_child_without_parent_checkpoint_says_so(ws):
+    from engine import workspace
+    from engine.infer import predictor_for_run
+    from engine.posthoc import apply_posthoc
+
+    store, run_id = ws
+    res = apply_posthoc(store, run_id, "logit_adjust", taus=(1.0,))
+    workspace.best_checkpoint(run_id).unlink()
+    with pytest.raises(FileNotFoundError, match=run_id):
+        predictor_for_run(res.run_id)
