@@ -57,14 +57,17 @@ def methods(store: Store, run: Run) -> None:
         epochs = c3.number_input("cRT epochs", 1, 1000, posthoc.CRT_EPOCHS, key="runs.crt.epochs")
         if crt:
             child = posthoc.launch_crt(store, run.id, epochs=int(epochs), dashboard=True)
-            st.toast(f"cRT started: {child.name}")
+            st.session_state["runs.flash"] = f"cRT started: {child.name}"
+            st.rerun()  # the runs table lists the new child run
     except (ConfigError, ValueError, FileNotFoundError) as e:
         st.error(f"**Cannot apply this method:** {e}")
 
 
 def _toast(res: posthoc.PosthocResult) -> None:
+    """Say the result after a rerun, so the runs table above lists the new child run at once."""
     b, a = res.before["test"]["bal_acc"], res.after["test"]["bal_acc"]
-    st.toast(f"τ = {res.tau:g}: test balanced accuracy {pct(b)} → {pct(a)}")
+    st.session_state["runs.flash"] = f"τ = {res.tau:g}: test balanced accuracy {pct(b)} → {pct(a)}"
+    st.rerun()
 
 
 def comparison(store: Store, run: Run) -> None:
@@ -82,7 +85,10 @@ def comparison(store: Store, run: Run) -> None:
 @st.fragment(run_every="2s")
 def _live_comparison(store: Store, run_id: str) -> None:
     store.reap_stale()
-    _comparison_table(*posthoc.family(store, run_id))
+    root, kids = posthoc.family(store, run_id)
+    if not any(k.status in RunStatus.ACTIVE for k in kids):
+        st.rerun(scope="app")  # a child ended: the runs table and this run's page catch up
+    _comparison_table(root, kids)
 
 
 def _comparison_table(root: Run, kids: list[Run]) -> None:

@@ -60,6 +60,10 @@ def progress_bar(run: Run, hist: dict) -> None:
 
 
 def curves(run: Run, hist: dict) -> None:
+    if run.kind == "posthoc":  # one evaluation of corrected logits: no steps, no epochs, no curves
+        st.info("**No training curves:** this post-hoc run trained nothing. It corrects the parent "
+                "run's outputs after training; see the before / after table below for what it changed.")
+        return
     step = hist.get("train/step_loss")
     c1, c2 = st.columns(2)
     with c1:
@@ -171,8 +175,22 @@ COMPARE_METRICS = {"overall": "test/acc", "balanced": "test/bal_acc", "head": "t
                    "medium": "test/medium_acc", "tail": "test/few_acc"}
 
 
+def dataset_label(run: Run) -> str:
+    """What a run was trained on: its dataset version (short id) and the data source."""
+    src = (run.config.get("data") or {}).get("source", "")
+    return f"{src} · {run.dataset_version_id[:8]}" if run.dataset_version_id else src
+
+
+def mixed_datasets(runs: list[Run]) -> bool:
+    """True when the runs were not all trained on the same dataset (version id, else source)."""
+    return len({r.dataset_version_id or (r.config.get("data") or {}).get("source", "") for r in runs}) > 1
+
+
 def compare(store: Store, runs: list[Run]) -> None:
     """Side by side: test accuracy per class group, and validation balanced accuracy per epoch."""
+    if mixed_datasets(runs):
+        st.warning("**These runs were trained on different datasets** (see the dataset column): "
+                   "their accuracies are measured on different test sets and do not compare directly.")
     names = [f"{r.name} · {r.id[:6]}" for r in runs]
     values = {label: [r.latest.get(key) for r in runs] for label, key in COMPARE_METRICS.items()}
     st.plotly_chart(charts.group_comparison(names, values), width="stretch")
@@ -187,8 +205,71 @@ def compare(store: Store, runs: list[Run]) -> None:
                                   y_title="balanced accuracy (%)", percent=True, colors=colors)
         fig.update_layout(height=380, legend=dict(orientation="h", yanchor="top", y=-0.2, xanchor="left", x=0))
         st.plotly_chart(fig, width="stretch")
-    rows = [{"run": n, **{k: pct(v[i]) for k, v in values.items()},
+    rows = [{"run": n, "dataset": dataset_label(r), **{k: pct(v[i]) for k, v in values.items()},
              "loss": r.config.get("loss"), "sampler": r.config.get("sampler"),
              "epochs": r.config.get("epochs"), "model": r.config.get("model")}
             for i, (n, r) in enumerate(zip(names, runs))]
     st.dataframe(rows, hide_index=True, width="stretch")
+
+
+def _best(r: Run) -> float | None:
+    v = r.tags.get("best_val_bal_acc")
+    return float(v) if v is not None else None
+
+
+def runs_table(runs: list[Run]):
+    """The Runs page's table: what decides between runs first (name, status, test accuracies)."""
+    import pandas as pd
+    from dashboard.ui import when
+    return pd.DataFrame([{
+        "name": ("↳ " if r.parent_run_id else "") + r.name, "status": status_badge(r.status),
+        "test acc": pct(r.latest.get("test/acc")), "test bal. acc": pct(r.latest.get("test/bal_acc")),
+        "test tail acc": pct(r.latest.get("test/few_acc")), "best val bal. acc": pct(_best(r)),
+        "kind": r.kind, "dataset": (r.config.get("data") or {}).get("source", ""),
+        "model": r.config.get("model", ""), "loss": r.config.get("loss", ""),
+        "started": when(r.started_at or r.created_at), "duration": duration(r.duration_s), "id": r.id,
+    } for r in runs])
+
+
+def augment_caption(store: Store, run: Run) -> str:
+    """The run's augmentation recipe; a post-hoc child trained nothing, so its parent's is shown."""
+    from dashboard import augment_ui
+    recipe = run.config.get("augment")
+    if recipe is None and run.parent_run_id:
+        try:
+            parent = store.get_run(run.parent_run_id)
+        except Exception:  # noqa: BLE001 — the parent may have been deleted
+            parent = None
+        if parent is not None and parent.config.get("augment") is not None:
+            return (augment_ui.recipe_caption(parent.config.get("augment"), hint=False)
+                    + f" — parent run **{parent.name}**'s recipe; this run trained nothing itself.")
+    return augment_ui.recipe_caption(recipe, hint=False)
+
+
+def table_key() -> str:
+    """The runs table's widget key; a new key after a delete starts with nothing selected."""
+    return f"runs.table.{st.session_state.get('runs.table_gen', 0)}"
+
+
+def delete_control(store: Store, run: Run, slot) -> None:
+    """Two steps: 'Delete run' asks first, naming the run and what is removed; after the delete
+    the table comes back with nothing selected (no other run's Delete button under the mouse)."""
+    from engine import jobs
+    pending = st.session_state.get("runs.delete_pending") == run.id
+    if not pending:
+        if slot.button("🗑 Delete run", key="runs.delete"):
+            st.session_state["runs.delete_pending"] = run.id
+            st.rerun()
+        return
+    st.warning(f"**Delete run “{run.name}”** (`{run.id}`)? Its metrics, checkpoints and files are "
+               "removed from the workspace. This cannot be undone.")
+    c1, c2, _ = st.columns([1, 1, 2])
+    if c1.button("Keep it", key="runs.delete.keep", width="stretch"):
+        st.session_state.pop("runs.delete_pending", None)
+        st.rerun()
+    if c2.button("Yes, delete it", key="runs.delete.confirm", type="primary", width="stretch"):
+        jobs.delete(store, run.id)
+        st.session_state.pop("runs.delete_pending", None)
+        st.session_state["runs.table_gen"] = st.session_state.get("runs.table_gen", 0) + 1
+        st.session_state["runs.flash"] = f"Deleted run {run.name}."
+        st.rerun()

@@ -1,11 +1,10 @@
 """Runs: every run, newest first; pick one to see its curves and per-class accuracy."""
 import json
 
-import pandas as pd
 import streamlit as st
 
-from dashboard import augment_ui, posthoc_ui, state, views
-from dashboard.ui import duration, guard, pct, status_badge, when
+from dashboard import posthoc_ui, state, views
+from dashboard.ui import duration, guard, status_badge, when
 from engine import jobs
 from engine.store import RunStatus
 
@@ -14,23 +13,12 @@ store = state.store()
 runs = posthoc_ui.family_order(store.list_runs())  # derived runs right under their parent
 guard(bool(runs), "No runs yet. Start one on **Train** (or `taillab train` in a shell).")
 
+if "runs.flash" in st.session_state:  # a message from the run before the last rerun (delete, post-hoc)
+    st.toast(st.session_state.pop("runs.flash"))
 
-def best(r):
-    v = r.tags.get("best_val_bal_acc")
-    return float(v) if v is not None else None
-
-
-table = pd.DataFrame([{
-    "name": ("↳ " if r.parent_run_id else "") + r.name, "kind": r.kind, "status": status_badge(r.status),
-    "dataset": r.config.get("data", {}).get("source", ""), "model": r.config.get("model", ""),
-    "loss": r.config.get("loss", ""), "started": when(r.started_at or r.created_at),
-    "duration": duration(r.duration_s), "best val bal. acc": pct(best(r)),
-    "test acc": pct(r.latest.get("test/acc")), "test bal. acc": pct(r.latest.get("test/bal_acc")),
-    "test tail acc": pct(r.latest.get("test/few_acc")), "id": r.id,
-} for r in runs])
 st.caption("Select one run for its details, or several to compare them.")
-event = st.dataframe(table, hide_index=True, width="stretch", on_select="rerun",
-                     selection_mode="multi-row", key="runs.table")
+event = st.dataframe(views.runs_table(runs), hide_index=True, width="stretch", on_select="rerun",
+                     selection_mode="multi-row", key=views.table_key())
 rows = event.selection.rows if event and event.selection else []
 guard(bool(rows), "Select a run in the table to see its curves and per-class accuracy, "
                   "or several runs to compare them by head / medium / tail accuracy.")
@@ -43,7 +31,7 @@ run = runs[rows[0]]
 st.subheader(f"{status_badge(run.status)} {run.name}")
 st.caption(f"run `{run.id}` · created {when(run.created_at)} · duration {duration(run.duration_s)}"
            + (f" · dataset version `{run.dataset_version_id[:12]}`" if run.dataset_version_id else ""))
-st.caption(augment_ui.recipe_caption(run.config.get("augment"), hint=False))
+st.caption(views.augment_caption(store, run))
 views.error_box(run)
 hist = views.history(store, run.id)
 if run.status in RunStatus.ACTIVE:
@@ -65,6 +53,5 @@ c1, c2 = st.columns(2)
 if run.status in RunStatus.ACTIVE and c1.button("⏹ Cancel run", key="runs.cancel"):
     jobs.cancel(store, run.id)
     st.toast("Cancel requested.")
-if run.status in RunStatus.ENDED and c2.button("🗑 Delete run", key="runs.delete"):
-    jobs.delete(store, run.id)
-    st.rerun()
+if run.status in RunStatus.ENDED:
+    views.delete_control(store, run, c2)
