@@ -1,7 +1,9 @@
-"""Predict page blocks: any finished run or compressed variant (torch checkpoint, ONNX fp32, ONNX
-int8), up to four side by side on the same images, each with its latency."""
+"""Predict page blocks: any finished run, post-hoc child or compressed variant (torch checkpoint,
+ONNX fp32, ONNX int8), up to four side by side on the same images, each with its latency."""
 from __future__ import annotations
 
+import hashlib
+import math
 import statistics
 import time
 from pathlib import Path
@@ -23,28 +25,73 @@ LATENCY_NOTE = (f"⏱ Latency: decoding, preprocessing and the model on one imag
                 "variants); the Compress page times the models alone, at batch 1 and 32.")
 
 
+VARIANT_KINDS = ("prune", "distil", "quantize", "export")
+POSTHOC_LABELS = {"logit_adjust": "logit adjustment", "tau_norm": "τ-normalisation"}
+
+
 def model_file(run: Run) -> Path:
-    """The file a run predicts with: best.pt for torch runs, model.onnx for ONNX variants."""
+    """The file a run predicts with: best.pt for torch runs, model.onnx for ONNX variants, the
+    parent's best.pt for post-hoc children (they record a correction, not a model)."""
     folder = Path(workspace.home()) / "runs" / run.id  # not run_dir(): that creates the folder
+    if run.kind == "posthoc":
+        parent = run.parent_run_id or (run.config or {}).get("posthoc", {}).get("parent_run_id")
+        return workspace.best_checkpoint(parent) if parent else folder / "best.pt"
     if run.tags.get("format", "torch").startswith("onnx"):
         return folder / "model.onnx"
     return workspace.best_checkpoint(run.id)
 
 
 def fmt(run: Run) -> str:
+    if run.kind == "posthoc":
+        method = run.tags.get("posthoc_method", "")
+        return f"torch + {POSTHOC_LABELS.get(method, method or 'post-hoc')} τ={run.tags.get('tau', '?')}"
     f = run.tags.get("format", "torch")
     return FORMAT_LABELS.get(f, f)
 
 
 def models(runs: Sequence[Run]) -> list[Run]:
-    """Finished runs with a model of their own (post-hoc runs reuse their parent's), newest first."""
-    return [r for r in runs if r.status == RunStatus.FINISHED and r.kind != "posthoc"]
+    """Finished runs, post-hoc children (their parent's model, corrected) and compressed variants,
+    newest first."""
+    return [r for r in runs if r.status == RunStatus.FINISHED]
+
+
+def _bal_acc(run: Run) -> float:
+    v = run.latest.get("test/bal_acc")
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return -math.inf
+    return -math.inf if math.isnan(v) else v
 
 
 def default_model(runs: Sequence[Run]) -> str:
-    """The newest run that is not a compressed variant (else the newest of all)."""
-    plain = [r for r in runs if r.kind not in ("prune", "distil", "quantize", "export")]
-    return (plain or list(runs))[0].id
+    """The finished run with the best test balanced accuracy among those whose model is on disk
+    (ties: a plain run over a compressed variant, then the newest); else the first listed."""
+    usable = [r for r in runs if model_file(r).is_file()] or list(runs)
+    # max keeps the first of equals and runs come newest first
+    return max(usable, key=lambda r: (_bal_acc(r), r.kind not in VARIANT_KINDS)).id
+
+
+def unique_files(files: Sequence) -> tuple[list, list[str]]:
+    """(the uploaded files without repeats, names of the repeats): a file whose content (SHA-256)
+    was already dropped is shown once, whatever its name."""
+    seen: set[str] = set()
+    kept, repeats = [], []
+    for f in files or []:
+        digest = hashlib.sha256(f.getvalue()).hexdigest()
+        if digest in seen:
+            repeats.append(f.name)
+        else:
+            seen.add(digest)
+            kept.append(f)
+    return kept, repeats
+
+
+def read_error(name: str, e: Exception) -> str:
+    """The message of a file that cannot be classified: its name and why."""
+    why = str(e).replace("uploaded file: ", "")
+    return (f"**{name}** was not classified: {why} Drop a PNG, JPEG, WebP or BMP image; "
+            "the other files are classified as usual.")
 
 
 def label(run: Run) -> str:

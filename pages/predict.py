@@ -1,5 +1,5 @@
-"""Predict: drop images, pick a finished run or a compressed variant (and up to three more to set
-side by side), see the top-5 classes and each model's latency."""
+"""Predict: drop images, pick a finished run, a post-hoc child or a compressed variant (and up to
+three more to set side by side), see the top-5 classes and each model's latency."""
 import streamlit as st
 
 from dashboard import charts, predict_ui, state
@@ -12,15 +12,15 @@ finished = predict_ui.models(store.list_runs())
 guard(bool(finished), "No finished run yet: train one on **Train** first.")
 
 by_id = {r.id: r for r in finished}
-if st.session_state.get("predict.run") not in by_id:  # default: the newest run that is not a variant
+if st.session_state.get("predict.run") not in by_id:  # default: the best test balanced accuracy
     st.session_state["predict.run"] = predict_ui.default_model(finished)
-run_id = st.selectbox("Model (a finished run or a compressed variant)", list(by_id),
+run_id = st.selectbox("Model (a finished run, a post-hoc correction or a compressed variant)", list(by_id),
                       format_func=lambda i: predict_ui.label(by_id[i]), key="predict.run")
 others = st.multiselect(f"Side by side with (up to {predict_ui.MAX_MODELS - 1} more)",
                         [i for i in by_id if i != run_id], format_func=lambda i: predict_ui.label(by_id[i]),
                         max_selections=predict_ui.MAX_MODELS - 1, key="predict.compare",
                         help="Variants made on **Compress** (ONNX fp32, int8, pruned, distilled) "
-                             "are listed here too.")
+                             "and post-hoc corrections (their parent's model, corrected) are listed too.")
 chosen = [by_id[run_id]] + [by_id[i] for i in others if i in by_id]
 try:
     preds = {r.id: predict_ui.predictor(r) for r in chosen}
@@ -28,9 +28,13 @@ except (FileNotFoundError, ValueError) as e:
     guard(False, str(e))
 st.caption(predict_ui.preprocessing_caption(preds[run_id]))
 
-files = st.file_uploader("Drop images here (PNG, JPEG, WebP, BMP)", type=["png", "jpg", "jpeg", "webp", "bmp"],
-                         accept_multiple_files=True, key="predict.files")
+# no type filter: a file that is not an image gets a card saying why, not a small chip
+files = st.file_uploader("Drop images here (PNG, JPEG, WebP, BMP)", accept_multiple_files=True,
+                         key="predict.files")
 guard(bool(files), "Drop one or more images to classify them.")
+files, repeats = predict_ui.unique_files(files)
+if repeats:
+    st.caption(f"Shown once: {', '.join(repeats)} (the same content was dropped already).")
 st.caption(predict_ui.LATENCY_NOTE)
 
 for f in files:
@@ -41,8 +45,7 @@ for f in files:
             if len(chosen) == 1:
                 pred, ms = predict_ui.timed_predict(preds[run_id], data, f.name)
         except ImageReadError as e:
-            st.markdown(f"**{f.name}**")
-            st.error(f"Cannot read this file: {e}".replace("uploaded file: ", ""))
+            st.error(predict_ui.read_error(f.name, e), icon="🚫")
             continue
         if len(chosen) > 1:
             predict_ui.side_by_side(f, data, img, chosen, preds)
