@@ -65,11 +65,12 @@ def _bal_acc(run: Run) -> float:
 
 
 def default_model(runs: Sequence[Run]) -> str:
-    """The finished run with the best test balanced accuracy among those whose model is on disk
-    (ties: a plain run over a compressed variant, then the newest); else the first listed."""
+    """The trained (or post-hoc corrected) run with the best test balanced accuracy among those
+    whose model is on disk, then the newest; compressed variants only when nothing else can
+    predict (they are there to be compared side by side with their original); else the first."""
     usable = [r for r in runs if model_file(r).is_file()] or list(runs)
     # max keeps the first of equals and runs come newest first
-    return max(usable, key=lambda r: (_bal_acc(r), r.kind not in VARIANT_KINDS)).id
+    return max(usable, key=lambda r: (r.kind not in VARIANT_KINDS, _bal_acc(r))).id
 
 
 def unique_files(files: Sequence) -> tuple[list, list[str]]:

@@ -53,6 +53,21 @@ def test_preselects_best_finished_run_not_newest(page):
     assert at.selectbox(key="predict.run").value == child
 
 
+def test_a_compressed_variant_is_not_preselected_over_its_original(page):
+    # variants are there to be compared side by side with the original, not to replace it
+    from engine import workspace
+    from engine.store import RunStatus
+
+    open_page, store, run_id, child = page
+    store.log_metrics(child, {"test/bal_acc": 0.0}, step=1)
+    q = store.create_run({"compress": {"method": "int8-static"}}, name="q", kind="quantize", parent_run_id=run_id)
+    store.set_tags(q.id, {"format": "onnx-int8"})
+    store.log_metrics(q.id, {"test/bal_acc": 0.9999}, step=0)
+    store.end_run(q.id, RunStatus.FINISHED)
+    (workspace.run_dir(q.id) / "model.onnx").write_bytes(b"onnx")  # on disk, like a real variant
+    assert predict_ui.default_model(store.list_runs()) == run_id
+
+
 def test_posthoc_child_predicts_on_the_page(page):
     open_page, store, run_id, child = page
     at = open_page()
