@@ -3,7 +3,7 @@ import json
 
 import streamlit as st
 
-from dashboard import posthoc_ui, state, views
+from dashboard import eval_ui, posthoc_ui, state, views
 from dashboard.ui import duration, guard, status_badge, when
 from engine import jobs
 from engine.store import RunStatus
@@ -39,6 +39,7 @@ if run.status in RunStatus.ACTIVE:
 views.headline(run, hist)
 views.curves(run, hist)
 views.per_class(store, run)
+eval_ui.evaluation(store, run)
 posthoc_ui.methods(store, run)
 posthoc_ui.comparison(store, run)
 
