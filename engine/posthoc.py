@@ -229,15 +229,19 @@ def launch_crt(store: Store, run_id: str, *, epochs: int = CRT_EPOCHS, dashboard
                        parent_run_id=run_id, dashboard=dashboard)
 
 
+FAMILY_KINDS = ("posthoc", "crt")  # the children this module makes (compression variants: engine.compress)
+
+
 def family(store: Store, run_id: str) -> tuple[Run, list[Run]]:
-    """(root, its children oldest first): the root is ``run_id`` if it has children, else its
-    parent (so a post-hoc or cRT run is shown beside its siblings)."""
+    """(root, its post-hoc and cRT children oldest first): the root is ``run_id`` if it has such
+    children, else its parent (so a post-hoc or cRT run is shown beside its siblings)."""
     runs = store.list_runs()
     by_id = {r.id: r for r in runs}
     root = by_id.get(run_id) or store.get_run(run_id)
 
     def children(rid: str) -> list[Run]:
-        return sorted((r for r in runs if r.parent_run_id == rid), key=lambda r: r.created_at)
+        return sorted((r for r in runs if r.parent_run_id == rid and r.kind in FAMILY_KINDS),
+                      key=lambda r: r.created_at)
 
     if not children(root.id) and root.parent_run_id in by_id:
         root = by_id[root.parent_run_id]

@@ -117,6 +117,19 @@ def test_crt_through_the_worker_is_a_child_run(ws):
     assert root.id == run.id and [k.id for k in kids] == [res.run_id]
 
 
+def test_compression_variants_stay_out_of_the_before_after_table(ws):
+    # an int8 or pruned child is compared on the Compress page, not as a head-bias correction
+    from engine import posthoc
+    from engine.store import RunStatus
+    store, run_id = ws
+    q = store.create_run({"compress": {"method": "int8-static"}}, name="q", kind="quantize", parent_run_id=run_id)
+    store.end_run(q.id, RunStatus.FINISHED)
+    res = posthoc.apply_posthoc(store, run_id, "logit_adjust")
+    root, kids = posthoc.family(store, run_id)
+    assert root.id == run_id and [k.id for k in kids] == [res.run_id]
+    assert [r["method"] for r in posthoc.comparison_rows(root, kids)] == ["original", "logit_adjust"]
+
+
 def test_init_from_an_unknown_run_is_a_clear_error(ws):
     from tests.conftest import tiny_config
     from engine.train import fit
