@@ -150,7 +150,6 @@ def group_comparison(run_names: Sequence[str], values: dict[str, Sequence[float 
     return fig
 
 
-SHORT_GROUP_LABELS = GROUP_LABELS  # the older name
 
 
 def _log_axis(values: Sequence[float], title: str) -> dict:
@@ -169,7 +168,7 @@ def _count_bars(fig: go.Figure, names: Sequence[str], counts: Sequence[int], gro
         idx = [i for i in order if groups[i] == g]
         if idx:
             fig.add_bar(x=[str(names[i]) for i in idx], y=[int(counts[i]) for i in idx],
-                        name=SHORT_GROUP_LABELS[g], marker_color=GROUP_COLORS[g], opacity=0.75,
+                        name=GROUP_LABELS[g], marker_color=GROUP_COLORS[g], opacity=0.75,
                         hovertemplate="%{x}: %{y} training images<extra>" + GROUP_LABELS[g] + "</extra>")
     x = [str(names[i]) for i in order]
     fig.update_xaxes(categoryorder="array", categoryarray=x, title="class (sorted by training images)")

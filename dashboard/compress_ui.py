@@ -14,9 +14,9 @@ import streamlit as st
 
 from dashboard import charts, state, views
 from dashboard.ui import pct, status_badge
+from engine.compress.measure import VARIANT_KINDS  # the children shown in the table
 from engine.store import Run, RunStatus, Store
 
-VARIANT_KINDS = ("prune", "distil", "quantize", "export")  # children shown in the table
 NOT_PARENTS = (*VARIANT_KINDS, "posthoc")  # no torch checkpoint of their own, or a variant already
 COLLAPSE_POINTS = 10.0  # balanced accuracy lost (points) that flags a variant as collapsed
 GUARD_KEY, FOCUS_KEY = "compress.guard", "compress.forgot"

@@ -311,7 +311,7 @@ def _classes_tab(s: DatasetStats, split: str, summ) -> None:
     st.caption(f"**{summ.classes_for_80} of {summ.num_classes} classes hold 80% of the {what}.** Bars are "
                "coloured head / medium / tail by the thresholds (dotted lines); the green line is the "
                "cumulative share.")
-    table = pd.DataFrame({"class": names, "group": [charts.SHORT_GROUP_LABELS[g] for g in groups],
+    table = pd.DataFrame({"class": names, "group": [charts.GROUP_LABELS[g] for g in groups],
                           "images": [c.count for c in s.classes],
                           **{k: [c.per_split.get(k, 0) for c in s.classes] for k in s.splits if k != UNSPLIT}})
     table = table.iloc[charts.class_order(names, counts)]  # the histogram's order
@@ -389,7 +389,7 @@ def _samples_tab(scan: ScanResult, s: DatasetStats, split: str, per_class: int =
         shown = [files[i] for i in sorted(rng.choice(len(files), min(per_class, len(files)), replace=False))]
         cols = st.columns(per_class + 1)
         group = shot_group(s.basis_counts().get(name, 0), s.settings["many"], s.settings["few"])
-        cols[0].markdown(f"**{name}**  \n{count[name]:,} images · {charts.SHORT_GROUP_LABELS[group]}")
+        cols[0].markdown(f"**{name}**  \n{count[name]:,} images · {charts.GROUP_LABELS[group]}")
         _show_thumbs(scan.root, shown, cols[1:])
 
 

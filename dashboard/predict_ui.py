@@ -12,20 +12,18 @@ from typing import Sequence
 import streamlit as st
 
 from dashboard import charts
+from dashboard.compress_ui import FORMAT_LABELS, VARIANT_KINDS
 from dashboard.ui import pct
 from engine import workspace
 from engine.store import Run, RunStatus
 
 MAX_MODELS = 4
-FORMAT_LABELS = {"torch": "torch", "onnx-fp32": "ONNX fp32", "onnx-int8": "ONNX int8",
-                 "onnx-int8-dynamic": "ONNX int8 dynamic"}
 TIMED_CALLS = 5  # after one warm-up call
 LATENCY_NOTE = (f"⏱ Latency: decoding, preprocessing and the model on one image, the median of {TIMED_CALLS} "
                 "calls after a warm-up, on this server's CPU (torch for checkpoints, ONNX Runtime for ONNX "
                 "variants); the Compress page times the models alone, at batch 1 and 32.")
 
 
-VARIANT_KINDS = ("prune", "distil", "quantize", "export")
 POSTHOC_LABELS = {"logit_adjust": "logit adjustment", "tau_norm": "τ-normalisation"}
 
 

@@ -51,7 +51,6 @@ class DataProfile:
     max_side: int
     greyscale: bool  # every image is stored greyscale
     mixed_colour: bool = False  # greyscale and colour images together
-    native_channels: int | None = None  # for in-memory sets: channels of the arrays
 
     @property
     def num_train(self) -> int:

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from engine.data.stats import shot_group
 from engine.evaluate import GROUPS, per_class_counts, summarize
 
 RUNS = 200  # timed batch-1 calls
@@ -494,7 +495,7 @@ def damage(store, parent_id: str, child_id: str) -> dict:
     else:
         cfg = parent.config.get("data", {})
         many, few = cfg.get("many_threshold", 100), cfg.get("few_threshold", 20)
-        groups = ["many" if n > many else ("few" if n < few else "medium") for n in counts]
+        groups = [shot_group(n, many, few) for n in counts]
     pp, cp = p_logits.argmax(1), c_logits.argmax(1)
     pr, cr = _recall(pp, targets, C), _recall(cp, targets, C)
     support = np.bincount(targets, minlength=C)

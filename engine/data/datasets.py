@@ -57,9 +57,6 @@ class Split:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def ids(self) -> list[str]:
-        return list(self.paths) if self.paths else [str(i) for i in range(len(self))]
-
 
 @dataclass
 class DataPlan:
@@ -190,7 +187,7 @@ def _plan_builtin(cfg: DataConfig) -> DataPlan:
         h.update(np.ascontiguousarray(splits[s].images).tobytes())
         h.update(np.ascontiguousarray(splits[s].labels).tobytes())
     train_counts = tuple(np.bincount(splits["train"].labels, minlength=C).tolist())
-    profile = DataProfile(C, train_counts, 28, 28, 28, greyscale=True, native_channels=1)
+    profile = DataProfile(C, train_counts, 28, 28, 28, greyscale=True)
     notes = [f"built-in {name}: largest class {n_max:,}, imbalance ratio {ratio:g} ({cfg.profile} profile)"]
     return DataPlan(cfg, list(data.class_names), splits, profile, h.hexdigest(), notes)
 
