@@ -3,6 +3,7 @@
     taillab dashboard [--port 8501]
     taillab train [--config run.toml] [--model small_cnn --epochs 5 ...] [--detach]
     taillab runs list [--json] | show RUN_ID [--json] | cancel RUN_ID | delete RUN_ID
+    taillab runs compare ID ID ... [--baseline ID] [--json]
     taillab predict --run RUN_ID | --package PKG.zip IMAGE... [--top-k 5] [--json]
     taillab posthoc RUN_ID --method logit_adjust|tau_norm [--json]
     taillab data stats|import|split|versions ...
@@ -158,59 +159,6 @@ def cmd_train(args) -> int:
     return 0 if run.status == RunStatus.FINISHED else 1
 
 
-# --- runs -------------------------------------------------------------------------------------
-
-def run_summary(run) -> dict:
-    cfg = run.config
-    return {
-        "id": run.id, "name": run.name, "status": run.status,
-        "dataset": cfg.get("data", {}).get("source"), "model": cfg.get("model"),
-        "created_at": run.created_at.isoformat() + "Z",
-        "duration_s": None if run.duration_s is None else round(run.duration_s, 1),
-        "best_val_bal_acc": _best(run), "test_acc": _nan_none(run.latest.get("test/acc")),
-        "test_bal_acc": _nan_none(run.latest.get("test/bal_acc")), "error": run.error,
-    }
-
-
-def _nan_none(v):
-    return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
-
-
-def _best(run) -> float | None:
-    v = run.tags.get("best_val_bal_acc")
-    return _nan_none(float(v)) if v is not None else None
-
-
-def cmd_runs(args) -> int:
-    from engine import jobs
-    from engine.store import open_store
-
-    store = open_store()
-    if args.action == "list":
-        rows = [run_summary(r) for r in store.list_runs()]
-        if args.json:
-            print(json.dumps(rows, indent=2))
-        else:
-            print(f"{'id':32}  {'status':9}  {'model':12}  {'dataset':22}  {'val bal':7}  {'test acc':8}  name")
-            for r in rows:
-                print(f"{r['id']:32}  {r['status']:9}  {r['model'] or '':12}  {(r['dataset'] or '')[:22]:22}  "
-                      f"{_fmt(r['best_val_bal_acc']):7}  {_fmt(r['test_acc']):8}  {r['name']}")
-        return 0
-    if not args.run_id:
-        raise SystemExit(f"taillab runs {args.action}: give a RUN_ID")
-    if args.action == "show":
-        run = store.get_run(args.run_id)
-        out = run_summary(run) | {"config": run.config, "latest": {k: _nan_none(v) for k, v in run.latest.items()}}
-        print(json.dumps(out, indent=2) if args.json else "\n".join(f"{k}: {v}" for k, v in out.items()))
-    elif args.action == "cancel":
-        jobs.cancel(store, args.run_id)
-        print(f"cancel requested for {args.run_id}")
-    elif args.action == "delete":
-        jobs.delete(store, args.run_id)
-        print(f"deleted {args.run_id}")
-    return 0
-
-
 # --- predict ----------------------------------------------------------------------------------
 
 def cmd_predict(args) -> int:
@@ -275,11 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", default="127.0.0.1")
     p.set_defaults(func=cmd_dashboard)
     _add_train(sub)
-    p = sub.add_parser("runs", help="list, show, cancel or delete runs")
-    p.add_argument("action", choices=["list", "show", "cancel", "delete"])
-    p.add_argument("run_id", nargs="?")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_runs)
+    from engine import cli_runs
+    cli_runs.register(sub)
     p = sub.add_parser("predict", help="top-k classes of images with a finished run's model")
     p.add_argument("--run", help="run id (see: taillab runs list); torch or ONNX variant")
     p.add_argument("--package", help="a deploy package zip (taillab export); no workspace needed")
