@@ -38,6 +38,7 @@ PAGES = {
     "Train": [
         st.Page("../pages/train.py", title="Train", icon="🏋️", url_path="train"),
         st.Page("../pages/runs.py", title="Runs", icon="📈", url_path="runs"),
+        st.Page("../pages/compare.py", title="Compare", icon="⚖️", url_path="compare"),
     ],
     "Use": [
         st.Page("../pages/compress.py", title="Compress", icon="🗜️", url_path="compress"),
