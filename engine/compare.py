@@ -368,9 +368,12 @@ def band(members: dict[str, tuple[Sequence[float], Sequence[float | None]]]) -> 
 
 
 def numeric_settings(comparison: Comparison) -> dict[str, list[float | None]]:
-    """The differing settings whose values are all numbers (or missing): key -> value per run."""
+    """The differing settings whose values are all numbers (or missing): key -> value per run.
+    The seed is left out: it is a repeat, not a choice (seed groups show its spread)."""
     out = {}
     for key, vals in comparison.settings:
+        if key == SEED_KEY:
+            continue
         nums = []
         for v in vals:
             if v is None or v in ("null", ""):

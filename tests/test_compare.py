@@ -99,7 +99,10 @@ def test_settings_diff_and_numeric_settings(store):
     a, b, c = three_runs(store)
     cmp = compare(store, [a.id, b.id, c.id])
     assert cmp.settings == [("loss", ["ce", "ce", "focal"]), ("seed", ["0", "1", "0"])]  # no name, no threads
-    assert numeric_settings(cmp) == {"seed": [0.0, 1.0, 0.0]}
+    assert numeric_settings(cmp) == {}  # the seed is a repeat, not a setting to plot
+    e = make_run(store, "e", lr=0.05, batch_size=64, loss="focal")
+    cmp = compare(store, [a.id, c.id, e.id])
+    assert numeric_settings(cmp) == {"batch_size": [None, None, 64.0], "lr": [0.1, 0.1, 0.05]}
     assert settings_diff([{"a": 1, "b": {"c": 2}}, {"a": 1, "b": {"c": 3}, "d": True}]) == [
         ("b.c", ["2", "3"]), ("d", [None, "true"])]
 

@@ -1,0 +1,119 @@
+"""The Compare page (AppTest) over runs written straight into a real store: the selection and the
+chart choices come from the query string and go back to it."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tests.test_compare import make_run, three_runs
+
+PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "compare.py")
+
+
+def page(**params) -> AppTest:
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    at.query_params.update(params)
+    return at.run()
+
+
+def charts(at) -> dict[str, dict]:
+    """chart title -> plotly figure dict."""
+    out = {}
+    for el in at.get("plotly_chart"):
+        fig = json.loads(el.proto.spec)
+        out[fig["layout"]["title"]["text"]] = fig
+    return out
+
+
+def text(at) -> str:
+    return " ".join(str(e.value) for kind in ("info", "warning", "caption", "error", "markdown")
+                    for e in at.get(kind))
+
+
+def test_without_runs_says_how_to_pick(store):
+    at = page()
+    assert not at.exception
+    assert "Pick **two to twenty runs**" in text(at) and "**Runs**" in text(at)
+    a, _, _ = three_runs(store)
+    at = page(runs=a.id)
+    assert not at.exception and "two to twenty" in text(at)
+    assert at.multiselect(key="compare.runs").value == [a.id]
+
+
+def test_link_opens_the_same_view(store):
+    a, b, c = three_runs(store)
+    at = page(runs=",".join(r.id[:8] for r in (a, b, c)), baseline=c.id[:8], metric="val/bal_acc",
+              x="step", smooth="0.5")
+    assert not at.exception, at.exception
+    assert at.multiselect(key="compare.runs").value == [a.id, b.id, c.id]
+    assert at.selectbox(key="compare.baseline").value == c.id
+    assert at.radio(key="compare.x").value == "step" and at.slider(key="compare.smooth").value == 0.5
+    assert at.selectbox(key="compare.metric").value == "val/bal_acc"
+    figs = charts(at)
+    curves = figs["val/bal_acc per training step (smoothed)"]
+    group = next(t for t in curves["data"] if t.get("name") == "a × 2 seeds (mean ± std)")
+    assert group["x"] == [10.0, 20.0, 30.0]
+    # EMA 0.5 of a = 50, 60, 70 and b = 70, 80, 90 (%), debiased: first points equal, mean 60
+    assert group["y"][0] == pytest.approx(60.0)
+    heat = next(f for t, f in figs.items() if t.startswith("Per-class recall change vs baseline c · "))
+    trace = heat["data"][0]
+    assert trace["x"] == ["cat", "dog", "bird"] and trace["zmid"] == 0
+    assert trace["z"] == [[pytest.approx(10.0), None, None], [pytest.approx(20.0), None, None]]
+    bars = figs["Test accuracy by head / medium / tail"]
+    assert [t["name"] for t in bars["data"]] == ["a × 2 seeds", "c · " + c.id[:6]]
+    assert bars["data"][0]["y"][2] == pytest.approx(30.0)  # mean tail of a (20) and b (40)
+    table = at.dataframe[0].value
+    assert list(table["overall"]) == ["80.0%", "90.0%", "70.0%", "85.0 ± 7.1%"]
+    assert table["run"][2].endswith("(baseline)")
+    assert "has no class dog" in text(at)
+
+
+def test_changes_go_back_to_the_url(store):
+    a, b, c = three_runs(store)
+    at = page(runs=",".join(r.id for r in (a, b, c)))
+    assert at.query_params.get("metric") is None  # nothing written until the user changes something
+    at.multiselect(key="compare.runs").unselect(b.id).run()
+    assert not at.exception
+    assert at.query_params["runs"] == f"{a.id},{c.id}"
+    at.radio(key="compare.x").set_value("time").run()
+    at.selectbox(key="compare.baseline").set_value(c.id).run()
+    at.slider(key="compare.smooth").set_value(0.3).run()
+    assert at.query_params["x"] == "time" and at.query_params["baseline"] == c.id
+    assert at.query_params["smooth"] == "0.3"
+    assert at.selectbox(key="compare.baseline").value == c.id  # stays after its own rerun
+    assert "wall time" in " ".join(charts(at))
+
+
+def test_deleted_run_and_bad_link_values(store):
+    a, b, c = three_runs(store)
+    store.delete_run(c.id)
+    at = page(runs=f"{a.id},{b.id},{c.id}", metric="val/nope", x="sideways", smooth="7")
+    assert not at.exception
+    t = text(at)
+    assert "1 run in this link no longer exists" in t and c.id in t and "The other 2 are compared" in t
+    assert "`val/nope` is not logged" in t
+    assert at.radio(key="compare.x").value == "epoch" and at.slider(key="compare.smooth").value == 0
+    assert at.dataframe[0].value["run"].tolist()[:2] == [f"a · {a.id[:6]} (baseline)", f"b · {b.id[:6]}"]
+    # only one left: the note, then how to pick more
+    store.delete_run(b.id)
+    at = page(runs=f"{a.id},{b.id},{c.id}")
+    assert not at.exception and "2 runs in this link no longer exist" in text(at)
+    assert "two to twenty" in text(at)
+
+
+def test_different_datasets_and_parallel_coordinates(store):
+    a, _, _ = three_runs(store)
+    d = make_run(store, "d", lr=0.05, data={"source": "builtin:animal_mnist"},
+                 metrics={"test/acc": 0.5, "test/bal_acc": 0.4}, classes={"ant": (80, 10, 5)})
+    at = page(runs=f"{a.id},{d.id}")
+    assert not at.exception
+    assert any("different datasets" in w.value for w in at.warning)
+    par = charts(at)["Numeric settings against balanced (one line per run)"]["data"][0]
+    assert [dim["label"] for dim in par["dimensions"]] == ["lr", "balanced (%)"]
+    assert par["dimensions"][0]["values"] == [0.1, 0.05]
+    assert par["dimensions"][1]["values"] == [pytest.approx(60.0), pytest.approx(40.0)]
+    diff = at.dataframe[-1].value
+    assert set(diff["setting"]) == {"data.source", "lr"}
