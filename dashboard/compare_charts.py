@@ -33,7 +33,13 @@ def _rgba(hex_color: str, alpha: float) -> str:
 
 
 def _short(label: str, n: int = 34) -> str:
-    return label if len(label) <= n else label[:n - 1] + "…"
+    """Shortened to n characters, cutting the run name rather than the id after " · "."""
+    if len(label) <= n:
+        return label
+    name, sep, rest = label.rpartition(" · ")
+    if sep and len(rest) < n - 4:
+        return name[:n - len(rest) - 4] + "…" + sep + rest
+    return label[:n - 1] + "…"
 
 
 def is_percent(key: str) -> bool:

@@ -44,7 +44,7 @@ def _to_url(name: str, fmt=str) -> None:
 
 
 def _run_label(r: Run) -> str:
-    return f"{r.name} · {r.id[:6]} · {r.status}"
+    return f"{r.name} · {r.id[:6]}" + ("" if r.status == "finished" else f" · {r.status}")
 
 
 def selection(store: Store) -> tuple[list[str], list[str]]:
@@ -161,21 +161,17 @@ def _stat(s: cmp.Stat, label: str) -> str:
 
 
 def metrics_table(c: cmp.Comparison):
-    """Runs as rows, final metrics as columns, the best of each column highlighted; a seed
-    group adds a "mean ± std" row."""
+    """Runs as rows, final metrics as columns, the best of each column highlighted. The dataset
+    column only when the runs' datasets differ."""
     import pandas as pd
     labels = list(cmp.FINAL_METRICS)
+    mixed = len({r.dataset_version_id or r.dataset for r in c.runs}) > 1
     rows, best = [], []
     for r in c.runs:
         rows.append({"run": r.label + (" (baseline)" if r.id == c.baseline else ""),
-                     "dataset": r.dataset, "seed": r.seed or "—",
+                     **({"dataset": r.dataset} if mixed else {}), "seed": r.seed or "—",
                      **{lab: _pct(c.metrics[r.id][lab], lab) for lab in labels}})
         best.append([r.id in c.best[lab] for lab in labels])
-    for gi, stats in c.group_metrics.items():
-        rows.append({"run": f"{c.groups[gi].label}: mean ± std", "dataset": "",
-                     "seed": ", ".join(c.groups[gi].seeds),
-                     **{lab: _stat(stats[lab], lab) for lab in labels}})
-        best.append([False] * len(labels))
     df = pd.DataFrame(rows)
 
     def mark(col):
@@ -185,6 +181,19 @@ def metrics_table(c: cmp.Comparison):
         return ["background-color: #d4edda; font-weight: 700" if best[i][j] else ""
                 for i in range(len(col))]
     return df.style.apply(mark, axis=0)
+
+
+def group_table(c: cmp.Comparison):
+    """One row per seed group: "mean ± std" over its runs (sample std)."""
+    import pandas as pd
+    return pd.DataFrame([{"seed group": c.groups[gi].label, "seeds": ", ".join(c.groups[gi].seeds),
+                          **{lab: _stat(stats[lab], lab) for lab in cmp.FINAL_METRICS}}
+                         for gi, stats in c.group_metrics.items()])
+
+
+def _height(rows: int) -> int:
+    """A dataframe tall enough to show every row (no inner scrolling up to 20 runs)."""
+    return 38 + 35 * rows
 
 
 def class_table(c: cmp.Comparison):
@@ -206,9 +215,11 @@ def class_table(c: cmp.Comparison):
 
 
 def settings_table(c: cmp.Comparison):
+    """Runs as rows (the order of the metrics table), one column per setting that differs."""
     import pandas as pd
-    return pd.DataFrame([{"setting": k, **{r.label: ("—" if v is None else v)
-                                           for r, v in zip(c.runs, vals)}} for k, vals in c.settings])
+    return pd.DataFrame([{"run": r.label, **{k: ("—" if vals[i] is None else vals[i])
+                                             for k, vals in c.settings}}
+                         for i, r in enumerate(c.runs)])
 
 
 def page() -> None:
@@ -241,7 +252,11 @@ def page() -> None:
 
     st.subheader("Final test metrics")
     st.caption("Best of each column highlighted (highest; for ECE, the calibration error, lowest).")
-    st.dataframe(metrics_table(c), hide_index=True, width="stretch")
+    st.dataframe(metrics_table(c), hide_index=True, width="stretch", height=_height(len(c.runs)))
+    if c.group_metrics:
+        st.caption("Runs that differ only in seed, as mean ± std over their seeds (sample std):")
+        st.dataframe(group_table(c), hide_index=True, width="stretch",
+                     height=_height(len(c.group_metrics)))
 
     st.subheader("Per class")
     for n in c.class_notes:
@@ -249,7 +264,8 @@ def page() -> None:
     if c.classes:
         st.plotly_chart(cc.class_heatmap(c), width="stretch", key="compare.heatmap")
         with st.expander("Per-class test recall of every run (change vs the baseline in points)"):
-            st.dataframe(class_table(c), hide_index=True, width="stretch")
+            st.dataframe(class_table(c), hide_index=True, width="stretch",
+                         height=min(_height(len(c.classes)), 600))
     else:
         st.info("None of these runs has per-class test results yet (they appear when a run finishes).")
     st.plotly_chart(cc.group_bars(c), width="stretch", key="compare.groups")
@@ -266,7 +282,7 @@ def page() -> None:
             st.plotly_chart(fig, width="stretch", key="compare.parallel")
     if c.settings:
         st.caption("Only the settings that differ (names and machine settings left out).")
-        st.dataframe(settings_table(c), hide_index=True, width="stretch")
+        st.dataframe(settings_table(c), hide_index=True, width="stretch", height=_height(len(c.runs)))
     else:
         st.caption("All settings are the same (apart from names and machine settings).")
 

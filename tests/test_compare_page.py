@@ -66,8 +66,13 @@ def test_link_opens_the_same_view(store):
     assert [t["name"] for t in bars["data"]] == ["a × 2 seeds", "c · " + c.id[:6]]
     assert bars["data"][0]["y"][2] == pytest.approx(30.0)  # mean tail of a (20) and b (40)
     table = at.dataframe[0].value
-    assert list(table["overall"]) == ["80.0%", "90.0%", "70.0%", "85.0 ± 7.1%"]
+    assert list(table["overall"]) == ["80.0%", "90.0%", "70.0%"] and "dataset" not in table
     assert table["run"][2].endswith("(baseline)")
+    groups = at.dataframe[1].value
+    assert groups.to_dict("records")[0] == {
+        "seed group": "a × 2 seeds", "seeds": "0, 1", "overall": "85.0 ± 7.1%",
+        "balanced": "65.0 ± 7.1%", "head": "90.0 ± 0.0%", "medium": "55.0 ± 7.1%",
+        "tail": "30.0 ± 14.1%", "macro-F1": "60.0 ± 7.1%", "ECE": "0.040 ± 0.014"}
     assert "has no class dog" in text(at)
 
 
@@ -116,4 +121,6 @@ def test_different_datasets_and_parallel_coordinates(store):
     assert par["dimensions"][0]["values"] == [0.1, 0.05]
     assert par["dimensions"][1]["values"] == [pytest.approx(60.0), pytest.approx(40.0)]
     diff = at.dataframe[-1].value
-    assert set(diff["setting"]) == {"data.source", "lr"}
+    assert list(diff.columns) == ["run", "data.source", "lr"]
+    assert list(diff["lr"]) == ["0.1", "0.05"]
+    assert list(at.dataframe[0].value["dataset"]) == ["builtin:mnist", "builtin:animal_mnist"]
