@@ -49,7 +49,7 @@ nav = st.navigation(PAGES)
 state.sync_recipe_in_use()  # the workspace's augmentation recipe, for Augment and Train
 
 
-@st.fragment(run_every="3s")
+@st.fragment(run_every=3)  # seconds; a string ("3s") is parsed with pandas, 0.2 s to import
 def training_now() -> None:
     """Active runs. A fragment of its own: the sidebar is drawn before the page runs, so a run
     launched by the Train page (which then only reruns its live fragment) would never show."""
@@ -81,3 +81,4 @@ def show_dataset() -> None:
 show_dataset()  # stays if the page stops early
 nav.run()
 show_dataset()  # again: the Data page may have changed the dataset (or the one in view) meanwhile
+state.warm_up()  # the page is drawn: torch and torchvision load in the background for Train / Augment

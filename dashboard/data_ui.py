@@ -3,6 +3,10 @@
 
 The page calls these top to bottom. Heavy work is cached: a scan per (source, folder mtimes) in
 ``_scans`` (so reruns are instant), statistics per (scan, thresholds), manifests per hash.
+
+Start-up: the built-in view (the first page a user sees) draws its histogram without torch or
+pandas; pandas is imported by the functions that draw tables, and the built-ins' table and sample
+images are drawn only once their expander is opened.
 """
 from __future__ import annotations
 
@@ -12,9 +16,9 @@ import zlib
 from collections import Counter, OrderedDict
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import streamlit as st
 
 from dashboard import charts, state
@@ -28,6 +32,9 @@ from engine.data.prepare import CONFIRM_SHARE, VersionPlan, apply_plan, fix_drop
 from engine.data.scan import ScanResult, scan_listing
 from engine.data.sources import DataError
 from engine.data.stats import UNSPLIT, DatasetStats, compute_stats, shot_group, summarize_counts
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 BUILTIN, FOLDER, ZIP, CSV, VERSION = ("Built-in", "Folder on the server", "Upload a zip", "CSV manifest",
                                       "Saved version")
@@ -68,7 +75,7 @@ def builtin(current: DataConfig) -> None:
     try:
         cfg = DataConfig(source=source, imbalance_ratio=float(ratio), profile=profile, seed=int(seed),
                          many_threshold=int(many), few_threshold=int(few), n_max=int(n_max) or None)
-        data = state.prepared(cfg)
+        data = state.data_plan(cfg)  # the plan has the counts: no pixels resized, no torch
     except (ConfigError, DatasetError) as e:
         st.error(f"**This dataset cannot be used:** {e}")
         return
@@ -93,20 +100,24 @@ def builtin(current: DataConfig) -> None:
     st.caption(f"{k80} of {data.num_classes} classes hold 80% of the training images. Validation and test "
                "sets are kept as they are (balanced for the built-ins), so accuracy on them shows how the "
                "model does on every class.")
-    with st.expander("Images per class and split", expanded=False):
-        table = pd.DataFrame({"class": data.class_names, "group": [charts.GROUP_LABELS[g] for g in groups],
-                              **{s: data.counts(s) for s in ("train", "val", "test")}})
+    # Drawn only once opened (a rerun): closed, they cost the first render nothing (no table
+    # component, no 48 images for the browser to load next to the histogram).
+    table = st.expander("Images per class and split", key="data.b.table", on_change="rerun")
+    if table.open:
+        import pandas as pd  # lazy: see the module docstring
+
+        df = pd.DataFrame({"class": data.class_names, "group": [charts.GROUP_LABELS[g] for g in groups],
+                           **{s: data.counts(s) for s in ("train", "val", "test")}})
         # the histogram's order: training count, largest first, then name
-        st.dataframe(table.iloc[charts.class_order(data.class_names, counts)], hide_index=True, width="stretch")
-    with st.expander("Sample images (tail classes first)", expanded=False):
-        from engine.data.datasets import ImageDataset
-        ds = ImageDataset(data.splits["train"], data.eval_spec.channels, None)
-        labels = data.splits["train"].labels
+        table.dataframe(df.iloc[charts.class_order(data.class_names, counts)], hide_index=True, width="stretch")
+    samples = st.expander("Sample images (tail classes first)", key="data.b.samples", on_change="rerun")
+    if samples.open:
+        train = data.splits["train"]  # built-ins: uint8 arrays in memory, as stored
         for c in np.argsort(counts)[: min(6, data.num_classes)]:
-            cols = st.columns(9)
+            cols = samples.columns(9)
             cols[0].markdown(f"**{data.class_names[c]}**  \n{counts[c]} imgs · {charts.GROUP_LABELS[groups[c]]}")
-            for col, i in zip(cols[1:], np.flatnonzero(labels == c)[:8]):
-                col.image(ds.raw(int(i)).permute(1, 2, 0).numpy().squeeze(), clamp=True, width="stretch")
+            for col, i in zip(cols[1:], np.flatnonzero(train.labels == c)[:8]):
+                col.image(train.images[i], clamp=True, width="stretch")
     st.success(f"Training will use this dataset (version `{data.version_id[:12]}`). Next: **Train** in the sidebar.")
 
 
@@ -297,6 +308,8 @@ def overview(scan: ScanResult, s: DatasetStats) -> None:
 
 
 def _classes_tab(s: DatasetStats, split: str, summ) -> None:
+    import pandas as pd  # lazy: see the module docstring
+
     names = [c.name for c in s.classes]
     basis = s.basis_counts()
     counts = [basis.get(n, 0) for n in names]
@@ -322,6 +335,8 @@ def _classes_tab(s: DatasetStats, split: str, summ) -> None:
 
 
 def _properties_tab(scan: ScanResult, s: DatasetStats) -> None:
+    import pandas as pd  # lazy: see the module docstring
+
     ok = scan.usable
     if not ok:
         st.info("No readable image.")
@@ -400,6 +415,8 @@ def _n(n: int, one: str, many: str | None = None) -> str:
 
 
 def _groups_table(groups) -> pd.DataFrame:
+    import pandas as pd  # lazy: see the module docstring
+
     rows = [{"group": k + 1, "files": len(g.paths), "kind": g.kind, "classes": ", ".join(sorted(set(g.labels))),
              "splits": ", ".join(sorted({x or UNSPLIT for x in g.splits})), "paths": " · ".join(g.paths)}
             for k, g in enumerate(groups[:MAX_ROWS])]
@@ -416,6 +433,8 @@ def _kinds(groups) -> str:
 def problems(scan: ScanResult, s: DatasetStats, base: Manifest) -> dict:
     """One expander per kind of problem, each with its list and what to do about it. Returns the
     chosen fixes (keys of VersionPlan)."""
+    import pandas as pd  # lazy: see the module docstring
+
     fixes: dict = {}
     extra = sum(len(g.paths) - 1 for g in s.duplicates)
     k = int(st.session_state.get("data.fix.k", 10))
@@ -500,6 +519,8 @@ def problems(scan: ScanResult, s: DatasetStats, base: Manifest) -> dict:
 
 def plan_controls(base: Manifest, fixes: dict) -> VersionPlan:
     """Class edits, the split and the long-tail builder; returns the whole plan."""
+    import pandas as pd  # lazy: see the module docstring
+
     classes = base.classes
     counts = Counter(r.label for r in base.rows)
     c1, c2 = st.columns([1, 1])
@@ -661,6 +682,8 @@ def versions_section() -> None:
     if not rows:
         st.caption("No saved versions yet. Steps ① to ⑤ above make one from a folder, a zip or a CSV.")
         return
+    import pandas as pd  # lazy: see the module docstring
+
     runs = Counter(r.dataset_version_id for r in state.store().list_runs())
     saved = {r["hash"][:16] for r in rows}
     df = pd.DataFrame([{"version": r["hash"][:16], "name": r["name"], "images": r["images"], "classes": r["classes"],

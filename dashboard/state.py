@@ -2,7 +2,11 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
+import logging
+import threading
+import time
 
 import streamlit as st
 
@@ -11,6 +15,31 @@ from engine.config import DataConfig, data_config_from_dict, to_dict
 from engine.data import sources
 from engine.data.datasets import DataPlan, PreparedData, plan_data, prepare_data
 from engine.store import Store, open_store
+
+
+# --- start-up -----------------------------------------------------------------------------------
+
+# torch and torchvision (about 1.5 s to import) are not needed to draw the Data page: imported here,
+# in the background once the first page is drawn, the Train and Augment pages open without the wait.
+WARM_MODULES = ("engine.augment", "engine.models", "engine.imbalance")
+WARM_DELAY_S = 2.0  # the browser is still drawing the first page's chart: leave it the CPU meanwhile
+
+
+def _import_all(names: tuple[str, ...]) -> None:
+    time.sleep(WARM_DELAY_S)
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001 — the page that needs it will show the error
+            logging.getLogger(__name__).warning("warm-up import of %s failed", name, exc_info=True)
+
+
+@st.cache_resource(show_spinner=False)
+def warm_up() -> threading.Thread:
+    """Start importing WARM_MODULES in a background thread, once per server process."""
+    t = threading.Thread(target=_import_all, args=(WARM_MODULES,), name="taillab-warm-up", daemon=True)
+    t.start()
+    return t
 
 
 @st.cache_resource(show_spinner=False)

@@ -16,6 +16,10 @@ the test set stays balanced.
 ``plan_data`` does the cheap half (which files, which split, the facts the automatic settings
 need); ``prepare_data`` adds the pixels and the normalisation. Class groups (head / medium / tail),
 class weights and samplers always use the training split's counts.
+
+No torch at import: the Data page plans and draws the long tail without it (a second saved at
+start-up). ``ImageDataset``, the torch side, lives in engine.data.tensors and is still importable
+from here.
 """
 from __future__ import annotations
 
@@ -23,22 +27,21 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
-import torch
-from torch.utils.data import Dataset
 
 from engine.config import DataConfig
 from engine.data import split as ops
 from engine.data.builtin import load_builtin
-from engine.data.io import ImageReadError, open_image
 from engine.data.longtail import longtail_counts, longtail_indices
 from engine.data.manifest import Manifest, load_manifest, manifest_from_scan, save_manifest
 from engine.data.sources import SPLIT_ALIASES, SPLITS, DataError, DatasetError, Listing, list_source
 from engine.data.stats import shot_group
 from engine.defaults import DataProfile
-from engine.transforms import EvalSpec, pil_to_uint8_tensor
+
+if TYPE_CHECKING:
+    from engine.transforms import EvalSpec
 
 BUILTIN_N_MAX = 1_000  # largest built-in class: at ratio 100 the smallest keeps 10 (a real tail)
 GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
@@ -59,40 +62,16 @@ class Split:
 
 
 @dataclass
-class DataPlan:
-    """Which images, in which split, and the facts the automatic settings depend on."""
+class SplitSet:
+    """Classes and splits, and the counts every long-tail rule is computed from (what a plan and
+    prepared data share)."""
     config: DataConfig
     class_names: list[str]
     splits: dict[str, Split]
-    profile: DataProfile
-    version_id: str  # content hash of the training version's manifest
-    notes: list[str] = field(default_factory=list)  # what was decided for the user, in words
-    manifest: Manifest | None = None  # None for the built-ins
-    base: Manifest | None = None  # the source's files before splitting (decode-cache key)
-    facts: dict | None = None  # rel path -> (format, mode, (height, width)) from the scan
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
-
-
-@dataclass
-class PreparedData:
-    config: DataConfig
-    class_names: list[str]
-    splits: dict[str, Split]
-    eval_spec: EvalSpec
-    version_id: str  # content hash of the manifest
-    notes: list[str] = field(default_factory=list)
-    profile: DataProfile | None = None
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-    @property
-    def in_memory(self) -> bool:
-        return all(s.images is not None for s in self.splits.values())
 
     def counts(self, split: str = "train") -> list[int]:
         return np.bincount(self.splits[split].labels, minlength=self.num_classes).tolist()
@@ -106,36 +85,35 @@ class PreparedData:
         return [shot_group(n, c.many_threshold, c.few_threshold) for n in self.counts("train")]
 
 
-class ImageDataset(Dataset):
-    """Yields (transform(uint8 tensor (C, H, W)[, label]), label)."""
+@dataclass
+class DataPlan(SplitSet):
+    """Which images, in which split, and the facts the automatic settings depend on."""
+    profile: DataProfile
+    version_id: str  # content hash of the training version's manifest
+    notes: list[str] = field(default_factory=list)  # what was decided for the user, in words
+    manifest: Manifest | None = None  # None for the built-ins
+    base: Manifest | None = None  # the source's files before splitting (decode-cache key)
+    facts: dict | None = None  # rel path -> (format, mode, (height, width)) from the scan
 
-    def __init__(self, split: Split, channels: int, transform: Callable | None,
-                 pass_label: bool = False) -> None:
-        self.split, self.channels, self.transform, self.pass_label = split, channels, transform, pass_label
 
-    def __len__(self) -> int:
-        return len(self.split)
+@dataclass
+class PreparedData(SplitSet):
+    eval_spec: EvalSpec
+    version_id: str  # content hash of the manifest
+    notes: list[str] = field(default_factory=list)
+    profile: DataProfile | None = None
 
-    def raw(self, i: int) -> torch.Tensor:
-        s = self.split
-        if s.images is not None:
-            img = torch.from_numpy(s.images[i])
-            img = img[None] if img.ndim == 2 else img.permute(2, 0, 1)
-            if img.shape[0] != self.channels:
-                img = img.expand(3, -1, -1) if self.channels == 3 else img.float().mean(0, keepdim=True).round().to(torch.uint8)
-            return img.contiguous()
-        try:
-            pil = open_image(s.root / s.paths[i])
-        except ImageReadError as e:
-            raise DatasetError(f"Cannot read training image: {e}") from e
-        return pil_to_uint8_tensor(pil, self.channels)
+    @property
+    def in_memory(self) -> bool:
+        return all(s.images is not None for s in self.splits.values())
 
-    def __getitem__(self, i: int):
-        label = int(self.split.labels[i])
-        img = self.raw(i)
-        if self.transform is not None:
-            img = self.transform(img, label) if self.pass_label else self.transform(img)
-        return img, label
+
+def __getattr__(name: str):
+    # ImageDataset needs torch; importing it from here (as callers long have) loads it on first use.
+    if name == "ImageDataset":
+        from engine.data.tensors import ImageDataset
+        return ImageDataset
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def balanced_subset(labels: np.ndarray, per_class: int, seed: int = 0, *, leave: int = 0) -> np.ndarray:
@@ -407,6 +385,7 @@ def prepare_data(cfg: DataConfig, *, plan: DataPlan | None = None,
     """The splits with their pixels: decoded once into memory (cached per dataset version and
     input size) when they fit, else read from their files each epoch; ``notes`` say which."""
     from engine.defaults import choose_input, choose_model
+    from engine.transforms import EvalSpec
 
     plan = plan or plan_data(cfg, roots=roots, progress=progress)
     size, channels = cfg.image_size, cfg.channels
