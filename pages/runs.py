@@ -1,36 +1,63 @@
-"""Runs: every run, newest first; pick one to see its curves and per-class accuracy."""
+"""Runs: search, filter, sort and page through every run; pick one for its details (rename, notes,
+tags, star, clone into Train, delete), several to compare or export them."""
 import json
 
 import streamlit as st
 
-from dashboard import eval_ui, posthoc_ui, state, views
+from dashboard import eval_ui, posthoc_ui, runs_ui, state, views
 from dashboard.ui import duration, guard, status_badge, when
 from engine import jobs
-from engine.store import RunStatus
+from engine.store import RunQuery, RunStatus
 
 st.title("📈 Runs")
 store = state.store()
-runs = posthoc_ui.family_order(store.list_runs())  # derived runs right under their parent
-guard(bool(runs), "No runs yet. Start one on **Train** (or `taillab train` in a shell).")
-
 if "runs.flash" in st.session_state:  # a message from the run before the last rerun (delete, post-hoc)
     st.toast(st.session_state.pop("runs.flash"))
+guard(store.query_runs(RunQuery(limit=1)).total > 0,
+      "No runs yet. Start one on **Train** (or `taillab train` in a shell).")
 
-st.caption("Select one run for its details, or several to compare them.")
-event = st.dataframe(views.runs_table(runs), hide_index=True, width="stretch", on_select="rerun",
-                     selection_mode="multi-row", key=views.table_key())
-rows = event.selection.rows if event and event.selection else []
-guard(bool(rows), "Select a run in the table to see its curves and per-class accuracy, "
-                  "or several runs to compare them by head / medium / tail accuracy.")
-if len(rows) > 1:
-    st.subheader(f"Comparing {len(rows)} runs")
-    views.compare(store, [runs[i] for i in rows])
+query = runs_ui.filters(store)
+res, page, pages = runs_ui.page_query(store, query)
+if not res.total:
+    st.info("**No runs match these filters.**")
+    st.button("✖ Clear filters", key="runs.clear_empty", on_click=runs_ui.clear_filters)
     st.stop()
-run = runs[rows[0]]
+runs = runs_ui.ordered(res.runs, query)
+key = views.table_key()
+event = st.dataframe(runs_ui.table(runs), hide_index=True, width="stretch", on_select="rerun",
+                     selection_mode="multi-row", key=key, column_config=runs_ui.COLUMNS,
+                     height=38 + 35 * min(len(runs), 15))
+chosen = runs_ui.selection(event, runs, key)
+if chosen is None:  # the rows moved under the selection: start again with nothing selected
+    st.rerun()
+bar = st.columns([0.5, 2, 0.5, 2.5, 2], vertical_alignment="center")
+runs_ui.pager(bar[0], bar[1], bar[2], page, pages, res.total)
+runs_ui.compare_link(chosen, bar[3])
+runs_ui.export_buttons(bar[4], store, chosen, query, res.total)
+guard(bool(chosen), "Select a run for its details (rename, notes, tags, clone, delete), or several to "
+                    "compare or export them. Export without a selection takes every filtered run.")
+if len(chosen) > 1:
+    st.subheader(f"{len(chosen)} runs selected")
+    views.compare(store, chosen)
+    st.stop()
+run = chosen[0]
 
-st.subheader(f"{status_badge(run.status)} {run.name}")
+st.subheader(f"{status_badge(run.status)} {'⭐ ' if run.starred else ''}{run.name}")
 st.caption(f"run `{run.id}` · created {when(run.created_at)} · duration {duration(run.duration_s)}"
-           + (f" · dataset version `{run.dataset_version_id[:12]}`" if run.dataset_version_id else ""))
+           + (f" · dataset version `{run.dataset_version_id[:12]}`" if run.dataset_version_id else "")
+           + (f" · tags: {', '.join(run.labels)}" if run.labels else ""))
+if run.notes:
+    st.markdown(f"📝 {run.notes}")
+actions = st.columns(4)
+runs_ui.star_toggle(store, run, actions[0])
+runs_ui.clone_button(run, actions[1])
+if run.status in RunStatus.ACTIVE and actions[2].button("⏹ Cancel run", key="runs.cancel", width="stretch"):
+    jobs.cancel(store, run.id)
+    st.toast("Cancel requested.")
+if run.status in RunStatus.ENDED:
+    views.delete_control(store, run, actions[3])
+runs_ui.edit(store, run)
+
 st.caption(views.augment_caption(store, run))
 views.error_box(run)
 hist = views.history(store, run.id)
@@ -49,10 +76,3 @@ with st.expander("Configuration (reproduces this run: `taillab train --config ru
         st.code(to_toml(train_config_from_dict(run.config)), language="toml")
     except Exception:  # noqa: BLE001 — an old config still shows as JSON
         st.code(json.dumps(run.config, indent=2), language="json")
-
-c1, c2 = st.columns(2)
-if run.status in RunStatus.ACTIVE and c1.button("⏹ Cancel run", key="runs.cancel"):
-    jobs.cancel(store, run.id)
-    st.toast("Cancel requested.")
-if run.status in RunStatus.ENDED:
-    views.delete_control(store, run, c2)

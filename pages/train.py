@@ -3,7 +3,7 @@ import dataclasses
 
 import streamlit as st
 
-from dashboard import augment_ui, state, views
+from dashboard import augment_ui, runs_ui, state, views
 from dashboard.ui import status_badge
 from engine import jobs
 from engine.config import OPTIMIZERS, ConfigError, TrainConfig
@@ -13,6 +13,7 @@ from engine.store import RunStatus
 
 st.title("🏋️ Train")
 store = state.store()
+clone = runs_ui.apply_clone()  # "Clone settings into Train" on Runs: fills the widgets below once
 data_cfg = state.current_data_config()
 D = TrainConfig.__dataclass_fields__  # defaults come from the dataclass, not from this page
 default = lambda name: D[name].default  # noqa: E731
@@ -24,9 +25,11 @@ st.caption(f"Dataset: **{data_cfg.source}**"
 
 models = {m.name: m for m in list_models()}
 losses = {l.name: l for l in list_losses()}
-augment_cfg = st.session_state.get("augment.config", {})
+augment_cfg = st.session_state.get("augment.config", {}) if clone is None else clone.augment
 
 AUTO = "auto"
+if clone is not None:
+    runs_ui.clone_banner(clone)
 with st.container(border=True):
     c1, c2, c3, c4 = st.columns(4)
     model = c1.selectbox("Model", [AUTO, *models], key="train.model",
@@ -74,10 +77,14 @@ with st.container(border=True):
                     params[p] = col.number_input(p, value=float(v), format="%.4f", key=f"train.lp.{loss}.{p}")
                 else:
                     params[p] = col.text_input(p, value=str(v), key=f"train.lp.{loss}.{p}")
+    if clone is not None and clone.loss == loss:  # parameters without a widget (flags) come along
+        params = {**clone.loss_params, **params}
     try:
-        cfg = TrainConfig(
-            data=dataclasses.replace(data_cfg, image_size=None if image_size is None else int(image_size),
-                                     channels=None if channels == AUTO else int(channels)),
+        # a clone carries the settings without a widget here (pretrained, momentum, init_from, ...)
+        base = TrainConfig() if clone is None else dataclasses.replace(clone, num_workers=None, threads=None)
+        cfg = dataclasses.replace(
+            base, data=dataclasses.replace(data_cfg, image_size=None if image_size is None else int(image_size),
+                                           channels=None if channels == AUTO else int(channels)),
             name=name.strip(), model=model, epochs=int(epochs), batch_size=None if batch_size is None else int(batch_size),
             lr=None if lr is None else float(lr), optimizer=optimizer, seed=int(seed), loss=loss,
             loss_params=params, sampler=sampler,
@@ -88,7 +95,11 @@ with st.container(border=True):
         cfg, problem = None, str(e)
     if cfg is not None:
         views.auto_line(cfg)
-    augment_ui.recipe_in_use_note(augment_cfg, st.session_state.get("augment.name"), state.class_names(data_cfg))
+    if clone is None:
+        augment_ui.recipe_in_use_note(augment_cfg, st.session_state.get("augment.name"), state.class_names(data_cfg))
+    else:
+        st.caption(augment_ui.recipe_caption(augment_cfg, "the cloned run's recipe", hint=False)
+                   + " — not the workspace's recipe in use (✖ Clear above goes back to it).")
     submitted = st.button("🚀 Train", type="primary", key="train.start")
 
 if submitted:
