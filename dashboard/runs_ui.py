@@ -75,9 +75,9 @@ def _multi(col, label: str, key: str, options: list[str], fmt=str, help: str | N
     return col.multiselect(label, opts, key=key, format_func=fmt, help=help, placeholder="any")
 
 
-def filters(store: Store) -> RunQuery:
+def filters(store: Store) -> tuple[RunQuery, Any]:
     """The search box, sort and filter widgets (session_state keys "runs.*") as one RunQuery
-    (offset 0; the page is set by ``page_query``)."""
+    (offset 0; the page is set by ``page_query``), and a slot in the filters for ``clear_button``."""
     for k, v in FILTERS.items():
         st.session_state.setdefault(k, v)
     st.session_state.setdefault("runs.sort", "created")
@@ -92,7 +92,7 @@ def filters(store: Store) -> RunQuery:
     facets = store.facets()
     n = active_filters()
     with st.expander(f"🔎 Filters{f' ({n} active)' if n else ''}", expanded=bool(n)):
-        f = st.columns([1, 1, 1.3, 1, 1, 1.1, 2])
+        f = st.columns([1, 1, 1.3, 1, 1, 1.1, 2.2])
         statuses = _multi(f[0], "Status", "runs.status", facets.get("status", []))
         kinds = _multi(f[1], "Kind", "runs.kind", facets.get("kind", []),
                        help="train, post-hoc correction, cRT, pruned / distilled / int8 / exported variant …")
@@ -104,8 +104,7 @@ def filters(store: Store) -> RunQuery:
         labels = _multi(f[5], "Tags (all of)", "runs.labels", facets.get("label", []))
         dates = f[6].date_input("Created between", key="runs.dates", format="YYYY-MM-DD",
                                 help="Both days included (UTC). Pick a first and a last day.")
-        if n:
-            st.button("✖ Clear filters", key="runs.clear", on_click=clear_filters)
+        slot = st.empty()
     after = before = None
     if isinstance(dates, (list, tuple)) and dates:
         after = datetime.combine(dates[0], time.min)
@@ -114,7 +113,17 @@ def filters(store: Store) -> RunQuery:
     return RunQuery(statuses=tuple(statuses), kinds=tuple(kinds), dataset_version_ids=tuple(datasets),
                     models=tuple(models), losses=tuple(losses), labels=tuple(labels), starred_only=starred,
                     created_after=after, created_before=before, text=text.strip(), sort=SORTS[sort],
-                    descending=desc, offset=0, limit=PAGE_SIZE)
+                    descending=desc, offset=0, limit=PAGE_SIZE), slot
+
+
+def clear_button(slot, total: int) -> None:
+    """One "Clear filters" button: in the filters while some match, in the message when none does."""
+    if total:
+        if active_filters():
+            slot.button("✖ Clear filters", key="runs.clear", on_click=clear_filters)
+        return
+    st.info("**No runs match these filters.**")
+    st.button("✖ Clear filters", key="runs.clear_empty", on_click=clear_filters, type="primary")
 
 
 def bump_table() -> None:

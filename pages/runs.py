@@ -16,11 +16,10 @@ if "runs.flash" in st.session_state:  # a message from the run before the last r
 guard(store.query_runs(RunQuery(limit=1)).total > 0,
       "No runs yet. Start one on **Train** (or `taillab train` in a shell).")
 
-query = runs_ui.filters(store)
+query, clear_slot = runs_ui.filters(store)
 res, page, pages = runs_ui.page_query(store, query)
+runs_ui.clear_button(clear_slot, res.total)
 if not res.total:
-    st.info("**No runs match these filters.**")
-    st.button("✖ Clear filters", key="runs.clear_empty", on_click=runs_ui.clear_filters)
     st.stop()
 runs = runs_ui.ordered(res.runs, query)
 key = views.table_key()
@@ -48,14 +47,14 @@ st.caption(f"run `{run.id}` · created {when(run.created_at)} · duration {durat
            + (f" · tags: {', '.join(run.labels)}" if run.labels else ""))
 if run.notes:
     st.markdown(f"📝 {run.notes}")
-actions = st.columns(4)
+actions = st.columns([1, 1.6, 1.2, 2.2], vertical_alignment="center")
 runs_ui.star_toggle(store, run, actions[0])
 runs_ui.clone_button(run, actions[1])
 if run.status in RunStatus.ACTIVE and actions[2].button("⏹ Cancel run", key="runs.cancel", width="stretch"):
     jobs.cancel(store, run.id)
     st.toast("Cancel requested.")
 if run.status in RunStatus.ENDED:
-    views.delete_control(store, run, actions[3])
+    views.delete_control(store, run, actions[2])
 runs_ui.edit(store, run)
 
 st.caption(views.augment_caption(store, run))
