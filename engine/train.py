@@ -209,7 +209,7 @@ def save_checkpoint(path: Path, state: FitState, *, metrics: dict) -> None:
         "model_state": state.model.state_dict(),
         "config": to_dict(state.cfg),
         "model": state.cfg.model,
-        "normed_head": state.cfg.loss == "ldam",
+        "normed_head": imbalance.loss_info(state.cfg.loss).cosine_head,
         "num_classes": d.num_classes,
         "class_names": d.class_names,
         "train_counts": d.counts("train"),
@@ -356,7 +356,7 @@ def fit(cfg: TrainConfig, callbacks: Sequence[Callback] = (), *,
     # model
     model = create_model(cfg.model, num_classes=data.num_classes, in_channels=spec.channels,
                          input_size=spec.size, pretrained=cfg.pretrained,
-                         normed_head=cfg.loss == "ldam").to(device)
+                         normed_head=imbalance.loss_info(cfg.loss).cosine_head).to(device)
     if cfg.init_from:
         init_from_run(model, cfg, data, device)
     compress_callbacks: list[Callback] = []

@@ -261,7 +261,10 @@ def launch_prune(store, run_id: str, *, method: str, amount: float,
     parent = store.get_run(run_id)
     if method not in METHODS:
         raise ConfigError(f"Invalid prune method {method!r}. Valid choices: {', '.join(METHODS)}.")
-    if method == "structured" and parent.config.get("loss") == "ldam":  # refused before anything is stored
+    from engine.imbalance import list_losses, loss_info
+    loss = parent.config.get("loss")
+    if method == "structured" and loss in {i.name for i in list_losses()} and loss_info(loss).cosine_head:
+        # refused before anything is stored
         raise ConfigError("Structured pruning of a run with LDAM's cosine classifier is not supported; "
                           "use unstructured pruning, or prune a run trained with another loss.")
     cfg = prune_config(parent, method=method, amount=amount, finetune_epochs=finetune_epochs, target=target)
