@@ -161,7 +161,7 @@ def group_bars(c: Comparison) -> go.Figure:
         barmode="group", bargap=0.2)
 
 
-def parallel_settings(c: Comparison, settings: dict[str, list[float | None]], metric: str) -> go.Figure | None:
+def parallel_settings(c: Comparison, settings: dict[str, list[float]], metric: str) -> go.Figure | None:
     """Parallel coordinates: each numeric setting that differs, then the chosen final metric,
     one line per run coloured by the metric. Runs without the metric are left out (None when
     fewer than two remain)."""
@@ -169,11 +169,7 @@ def parallel_settings(c: Comparison, settings: dict[str, list[float | None]], me
     keep = [i for i, v in enumerate(vals) if v is not None]
     if len(keep) < 2 or not settings:
         return None
-    dims = []
-    for key, col in settings.items():
-        xs = [col[i] for i in keep]
-        fill = min(v for v in xs if v is not None) if any(v is not None for v in xs) else 0.0
-        dims.append(dict(label=key, values=[fill if v is None else v for v in xs]))
+    dims = [dict(label=key, values=[col[i] for i in keep]) for key, col in settings.items()]
     pct = metric != "ECE"
     dims.append(dict(label=metric + (" (%)" if pct else ""),
                      values=[vals[i] * (100 if pct else 1) for i in keep]))

@@ -17,6 +17,7 @@ from engine.store import Run, Store
 URL_PREFIX = 8  # shortest id prefix accepted in a link
 X_AXES = {"epoch": "epoch", "step": "step", "time": "wall time"}
 DEFAULT_METRIC = "val/bal_acc"
+MAX_AXES = 8  # numeric settings on the parallel coordinates
 
 
 def url_ids(raw: str | None) -> list[str]:
@@ -272,6 +273,10 @@ def page() -> None:
 
     st.subheader("Settings")
     numeric = cmp.numeric_settings(c)
+    if len(numeric) > MAX_AXES:  # the ones that vary most (relative spread) stay readable
+        spread = {k: (max(v) - min(v)) / (abs(max(v)) + abs(min(v)) or 1) for k, v in numeric.items()}
+        numeric = {k: numeric[k] for k in sorted(numeric, key=lambda k: -spread[k])[:MAX_AXES]}
+        st.caption(f"Parallel coordinates: the {MAX_AXES} numeric settings that vary most.")
     if numeric:
         target = st.selectbox("Metric for the parallel coordinates", list(cmp.FINAL_METRICS), index=1,
                               key="compare.parcoords")

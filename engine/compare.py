@@ -248,8 +248,12 @@ def _label(run) -> str:
     return f"{run.name} · {run.id[:6]}"
 
 
-def _dataset_key(run) -> str:
-    return run.dataset_version_id or (run.config.get("data") or {}).get("source", "")
+def _datasets(runs) -> set[str]:
+    """The distinct datasets of the runs: their dataset versions when every run has one (the
+    manifest hash: same source, other seed or ratio = another dataset), else their data sources."""
+    if all(r.dataset_version_id for r in runs):
+        return {r.dataset_version_id for r in runs}
+    return {(r.config.get("data") or {}).get("source", "") for r in runs}
 
 
 def compare(store, run_ids: Sequence[str], *, baseline: str | None = None,
@@ -285,7 +289,7 @@ def compare(store, run_ids: Sequence[str], *, baseline: str | None = None,
                    r.status, group_of[r.id]) for r in runs]
 
     warnings = []
-    if len({_dataset_key(r) for r in runs}) > 1:
+    if len(_datasets(runs)) > 1:
         warnings.append("These runs were trained on different datasets: their accuracies are "
                         "measured on different test sets and do not compare directly.")
     unfinished = [_label(r) for r in runs if r.status != "finished"]
@@ -367,9 +371,9 @@ def band(members: dict[str, tuple[Sequence[float], Sequence[float | None]]]) -> 
     return Band(xs, [s.mean for s in stats], [s.std for s in stats], [s.n for s in stats])
 
 
-def numeric_settings(comparison: Comparison) -> dict[str, list[float | None]]:
-    """The differing settings whose values are all numbers (or missing): key -> value per run.
-    The seed is left out: it is a repeat, not a choice (seed groups show its spread)."""
+def numeric_settings(comparison: Comparison) -> dict[str, list[float]]:
+    """The differing settings that every run has as a number: key -> value per run. The seed
+    is left out: it is a repeat, not a choice (seed groups show its spread)."""
     out = {}
     for key, vals in comparison.settings:
         if key == SEED_KEY:
@@ -377,8 +381,7 @@ def numeric_settings(comparison: Comparison) -> dict[str, list[float | None]]:
         nums = []
         for v in vals:
             if v is None or v in ("null", ""):
-                nums.append(None)
-                continue
+                break
             try:
                 f = float(v)
             except ValueError:
@@ -387,6 +390,5 @@ def numeric_settings(comparison: Comparison) -> dict[str, list[float | None]]:
                 break
             nums.append(f)
         else:
-            if any(n is not None for n in nums):
-                out[key] = nums
+            out[key] = nums
     return out

@@ -23,7 +23,7 @@ def add_runs(store, run_id):
     ids = []
     for name, shift, loss in (("tail-helped", +2, "focal"), ("tail-hurt", -2, "ce")):
         classes = {c.class_name: (c.train_count, c.support,
-                                  max(0, min(c.support, c.correct + shift * (c.group == "few") * 3)))
+                                  max(0, min(c.support, c.correct + shift * (c.group != "many") * 3)))
                    for c in base}
         ids.append(make_run(store, name, loss=loss, curve=[0.3, 0.5, 0.6, 0.65],
                             metrics={"test/acc": 0.8, "test/bal_acc": 0.7, "test/few_acc": 0.5},

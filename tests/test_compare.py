@@ -102,7 +102,7 @@ def test_settings_diff_and_numeric_settings(store):
     assert numeric_settings(cmp) == {}  # the seed is a repeat, not a setting to plot
     e = make_run(store, "e", lr=0.05, batch_size=64, loss="focal")
     cmp = compare(store, [a.id, c.id, e.id])
-    assert numeric_settings(cmp) == {"batch_size": [None, None, 64.0], "lr": [0.1, 0.1, 0.05]}
+    assert numeric_settings(cmp) == {"lr": [0.1, 0.1, 0.05]}  # batch_size: only e has one
     assert settings_diff([{"a": 1, "b": {"c": 2}}, {"a": 1, "b": {"c": 3}, "d": True}]) == [
         ("b.c", ["2", "3"]), ("d", [None, "true"])]
 
@@ -202,3 +202,17 @@ def test_cli_compare_bad_input(workspace, store):
     assert out.returncode != 0 and "give one RUN_ID" in out.stderr
     out = taillab("runs", "show", a.id, "--json", home=workspace)  # the old commands still work
     assert json.loads(out.stdout)["name"] == "a"
+
+
+def test_dataset_versions_decide_when_every_run_has_one(store):
+    a, b, c = three_runs(store)
+    for v in ("v1", "v2"):
+        store.add_dataset_version(id=v, name=v, source="builtin:mnist",
+                                  class_counts={"train": {"cat": 100, "dog": 50}})
+    store.set_dataset_version(a.id, "v1")
+    store.set_dataset_version(b.id, "v2")
+    assert compare(store, [a.id, b.id, c.id]).warnings == []  # c has none: compared by source
+    store.set_dataset_version(c.id, "v1")
+    cmp = compare(store, [a.id, b.id, c.id])
+    assert any("different datasets" in w for w in cmp.warnings)  # same source, another version
+    assert compare(store, [a.id, c.id]).warnings == []
