@@ -56,19 +56,35 @@ class StoreLogger(Callback):
         score = metrics.get("val/bal_acc", float("nan"))
         if score == score and score > self._best:  # NaN-safe
             self._best = score
-            self.store.set_tags(self.run_id, {"best_val_bal_acc": f"{score:.6f}",
-                                              "best_epoch": str(state.epoch + 1)})
+            self.store.set_best(self.run_id, score, state.epoch + 1)
 
     def on_fit_end(self, state: FitState, result: FitResult) -> None:
         d = state.data
-        self.store.log_metrics(self.run_id, {f"test/{k}": v for k, v in result.test.items()},
-                               step=state.step, epoch=state.cfg.epochs)
+        test = {f"test/{k}": v for k, v in result.test.items()}
+        test.update(test_extras(result.test_eval))
+        self.store.log_metrics(self.run_id, test, step=state.step, epoch=state.cfg.epochs)
         for split, ev in (("test", result.test_eval), ("val", result.val_eval)):
             support, correct = class_breakdown(ev, d.num_classes)
             self.store.log_class_results(
                 self.run_id, split, class_names=d.class_names, train_counts=d.counts("train"),
                 support=support, correct=correct, many_threshold=d.config.many_threshold,
                 few_threshold=d.config.few_threshold)
+
+
+def test_extras(ev) -> dict[str, float]:
+    """test/macro_f1 (over the classes present in the test split) and test/ece (15 equal-width
+    confidence bins, engine.compress.measure.ece); NaN for an empty test split."""
+    from sklearn.metrics import f1_score
+
+    from engine.compress.measure import ece, softmax
+
+    if len(ev.targets) == 0:
+        return {"test/macro_f1": float("nan"), "test/ece": float("nan")}
+    preds = ev.logits.argmax(1)
+    present = sorted(set(int(t) for t in ev.targets))
+    return {"test/macro_f1": float(f1_score(ev.targets, preds, labels=present, average="macro",
+                                            zero_division=0)),
+            "test/ece": ece(softmax(ev.logits), ev.targets)}
 
 
 class CancelCheck(Callback):

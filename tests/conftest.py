@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,44 @@ def workspace(tmp_path, monkeypatch) -> Path:
 def store(workspace):
     from engine.store import open_store
     return open_store()
+
+
+# The store tests run on SQLite always and on PostgreSQL too when TAILLAB_TEST_PG_URL names a
+# server where the role may create databases (.ci/run starts one): each test gets a fresh database.
+PG_URL = os.environ.get("TAILLAB_TEST_PG_URL")
+DB_BACKENDS = ["sqlite"] + (["postgresql"] if PG_URL else [])
+
+
+@pytest.fixture(params=DB_BACKENDS)
+def db_url(request, tmp_path):
+    """A SQLAlchemy URL of an empty database: a SQLite file, or a fresh PostgreSQL database
+    (dropped afterwards)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'store.db'}"
+        return
+    from sqlalchemy import create_engine, make_url, text
+
+    from engine.store.db import normalise_url
+    base = make_url(normalise_url(PG_URL))
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    name = f"taillab_test_{uuid.uuid4().hex[:12]}"
+    with admin.connect() as c:
+        c.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield base.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as c:
+            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def db_store(db_url):
+    """A Store on ``db_url`` (both backends)."""
+    from engine.store import open_store
+    s = open_store(db_url)
+    yield s
+    s.engine.dispose()
 
 
 def tiny_config(**overrides):

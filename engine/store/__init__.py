@@ -1,10 +1,12 @@
 """The tracking store: runs, params, metrics, per-class results, artifacts, dataset versions."""
+from engine.store.db import StoreError
 from engine.store.entities import (
-    ArtifactInfo, ClassResult, DatasetVersion, MetricPoint, Run, RunStatus,
+    ArtifactInfo, ClassResult, Curve, DatasetVersion, MetricPoint, Run, RunPage, RunQuery,
+    RunStatus,
 )
 from engine.store.api import Store, open_store
 
 __all__ = [
-    "ArtifactInfo", "ClassResult", "DatasetVersion", "MetricPoint", "Run", "RunStatus",
-    "Store", "open_store",
+    "ArtifactInfo", "ClassResult", "Curve", "DatasetVersion", "MetricPoint", "Run", "RunPage",
+    "RunQuery", "RunStatus", "Store", "StoreError", "open_store",
 ]

@@ -12,17 +12,19 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Iterable, Iterator, Mapping
 
-from sqlalchemy import delete, select
+from sqlalchemy import and_, case, delete, distinct, exists, func, literal, or_, select
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from engine.store import db
+from engine.store.downsample import minmax_indices
 from engine.store.entities import (
-    ArtifactInfo, ClassResult, DatasetVersion, MetricPoint, Run, RunStatus,
+    RUN_SORTS, ArtifactInfo, ClassResult, Curve, DatasetVersion, MetricPoint, Run, RunPage,
+    RunQuery, RunStatus,
 )
 from engine.store.models import (
     ArtifactRow, ClassResultRow, DatasetVersionRow, LatestMetricRow, MetricRow, ParamRow,
-    RecipeRow, RunRow, TagRow,
+    RecipeRow, RunLabelRow, RunRow, TagRow,
 )
 
 # A worker beats every HEARTBEAT_S; a run silent for STALE_AFTER_S is declared dead.
@@ -41,13 +43,49 @@ def _now() -> datetime:
 
 
 def _clean(value: float) -> tuple[float | None, bool]:
-    """NaN -> (None, True); +-Inf -> +-float max (as MLflow does); else (value, False)."""
+    """(value, False) for a finite value; NaN and +-Inf -> (None, True): the row is kept (a gap
+    in the curve) with the flag saying something non-finite was logged."""
     v = float(value)
-    if math.isnan(v):
+    if not math.isfinite(v):
         return None, True
-    if math.isinf(v):
-        return (sys.float_info.max if v > 0 else -sys.float_info.max), False
     return v, False
+
+
+def _finite(v: float | None) -> float | None:
+    """What readers get: None for a missing or non-finite value. Databases from before 0002
+    may hold +-Inf as +-float max; those read as None too."""
+    if v is None or not math.isfinite(v) or abs(v) >= sys.float_info.max:
+        return None
+    return float(v)
+
+
+LABEL_MAX = 64
+NAME_MAX = 256
+NOTES_MAX = 20_000
+
+
+def clean_labels(labels: Iterable[str]) -> list[str]:
+    """Stripped, deduplicated (first spelling wins), in the given order; ValueError for an
+    empty or over-long label."""
+    out: list[str] = []
+    for raw in labels:
+        if not isinstance(raw, str):
+            raise ValueError(f"A tag must be text, not {type(raw).__name__} ({raw!r}).")
+        label = raw.strip()
+        if not label:
+            raise ValueError("A tag cannot be empty.")
+        if len(label) > LABEL_MAX:
+            raise ValueError(f"The tag {label[:20]!r}... is {len(label)} characters long; "
+                             f"at most {LABEL_MAX} are allowed.")
+        if label not in out:
+            out.append(label)
+    return out
+
+
+def _like(text: str) -> str:
+    """A LIKE pattern matching ``text`` anywhere, with %, _ and the escape character escaped."""
+    t = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{t}%"
 
 
 def _group(count: int, many: int, few: int) -> str:
@@ -81,9 +119,11 @@ def pid_alive(pid: int) -> bool:
 
 
 class Store:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, upgrade_notice: str | None = None) -> None:
         self.engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        # set by open_store when it upgraded the schema: where the backup went (show it once)
+        self.upgrade_notice = upgrade_notice
 
     # --- plumbing ----------------------------------------------------------------------------
     @contextmanager
@@ -105,7 +145,8 @@ class Store:
         return row
 
     @staticmethod
-    def _to_run(row: RunRow, tags: dict | None = None, latest: dict | None = None) -> Run:
+    def _to_run(row: RunRow, tags: dict | None = None, latest: dict | None = None,
+                labels: Iterable[str] = ()) -> Run:
         return Run(
             id=row.id, name=row.name, kind=row.kind, status=row.status,
             config=json.loads(row.config_json), created_at=row.created_at,
@@ -113,18 +154,41 @@ class Store:
             error=row.error, pid=row.pid, host=row.host, parent_run_id=row.parent_run_id,
             dataset_version_id=row.dataset_version_id, cancel_requested=bool(row.cancel_requested),
             total_steps=row.total_steps, tags=tags or {}, latest=latest or {},
+            starred=bool(row.starred), notes=row.notes or "", labels=tuple(sorted(labels)),
+            best_val=_finite(row.best_val), best_epoch=row.best_epoch,
         )
+
+    def _load_runs(self, s: Session, rows: list[RunRow]) -> list[Run]:
+        """Runs with their tags, latest metrics and labels: three queries for any number."""
+        ids = [r.id for r in rows]
+        latest: dict[str, dict] = {i: {} for i in ids}
+        tags: dict[str, dict] = {i: {} for i in ids}
+        labels: dict[str, list] = {i: [] for i in ids}
+        for chunk in (ids[i:i + 500] for i in range(0, len(ids), 500)):
+            for m in s.scalars(select(LatestMetricRow).where(LatestMetricRow.run_id.in_(chunk))):
+                latest[m.run_id][m.key] = _finite(m.value)
+            for t in s.scalars(select(TagRow).where(TagRow.run_id.in_(chunk))):
+                tags[t.run_id][t.key] = t.value
+            for lb in s.scalars(select(RunLabelRow).where(RunLabelRow.run_id.in_(chunk))):
+                labels[lb.run_id].append(lb.label)
+        return [self._to_run(r, tags[r.id], latest[r.id], labels[r.id]) for r in rows]
 
     # --- runs --------------------------------------------------------------------------------
     def create_run(self, config: Mapping, *, name: str, kind: str = "train",
                    parent_run_id: str | None = None,
                    dataset_version_id: str | None = None) -> Run:
         run_id = uuid.uuid4().hex
+
+        def short(key: str) -> str | None:
+            v = config.get(key)
+            return v if isinstance(v, str) and v and len(v) <= 128 else None
+
         with self.session() as s:
             row = RunRow(id=run_id, name=name, kind=kind, status=RunStatus.QUEUED,
                          config_json=json.dumps(dict(config), sort_keys=True),
                          parent_run_id=parent_run_id, dataset_version_id=dataset_version_id,
-                         created_at=_now(), cancel_requested=False)
+                         created_at=_now(), cancel_requested=False, starred=False, notes="",
+                         model=short("model"), loss=short("loss"))
             s.add(row)
             s.flush()
             s.add_all(ParamRow(run_id=run_id, key=k, value=v) for k, v in flatten(config).items())
@@ -132,11 +196,7 @@ class Store:
 
     def get_run(self, run_id: str) -> Run:
         with self.session() as s:
-            row = self._get(s, run_id)
-            tags = {t.key: t.value for t in s.scalars(select(TagRow).where(TagRow.run_id == run_id))}
-            latest = {m.key: (math.nan if m.value is None else m.value) for m in
-                      s.scalars(select(LatestMetricRow).where(LatestMetricRow.run_id == run_id))}
-            return self._to_run(row, tags, latest)
+            return self._load_runs(s, [self._get(s, run_id)])[0]
 
     def list_runs(self, *, kind: str | None = None, limit: int | None = None) -> list[Run]:
         """Newest first, with latest metrics and tags."""
@@ -147,16 +207,7 @@ class Store:
                 q = q.where(RunRow.kind == kind)
             if limit:
                 q = q.limit(limit)
-            rows = list(s.scalars(q))
-            ids = [r.id for r in rows]
-            latest: dict[str, dict] = {i: {} for i in ids}
-            tags: dict[str, dict] = {i: {} for i in ids}
-            if ids:
-                for m in s.scalars(select(LatestMetricRow).where(LatestMetricRow.run_id.in_(ids))):
-                    latest[m.run_id][m.key] = math.nan if m.value is None else m.value
-                for t in s.scalars(select(TagRow).where(TagRow.run_id.in_(ids))):
-                    tags[t.run_id][t.key] = t.value
-            return [self._to_run(r, tags[r.id], latest[r.id]) for r in rows]
+            return self._load_runs(s, list(s.scalars(q)))
 
     def get_params(self, run_id: str) -> dict[str, str]:
         with self.session() as s:
@@ -235,6 +286,159 @@ class Store:
                     dead.append(row.id)
         return dead
 
+    # --- what the user adds to a run, the typed best ---------------------------------------
+    def rename_run(self, run_id: str, name: str) -> None:
+        name = (name or "").strip()
+        if not name:
+            raise ValueError("A run name cannot be empty.")
+        if len(name) > NAME_MAX:
+            raise ValueError(f"A run name is at most {NAME_MAX} characters ({len(name)} given).")
+        with self.session() as s:
+            self._get(s, run_id).name = name
+
+    def set_notes(self, run_id: str, text: str) -> None:
+        text = text or ""
+        if len(text) > NOTES_MAX:
+            raise ValueError(f"Notes are at most {NOTES_MAX} characters ({len(text)} given).")
+        with self.session() as s:
+            self._get(s, run_id).notes = text
+
+    def set_starred(self, run_id: str, starred: bool) -> None:
+        with self.session() as s:
+            self._get(s, run_id).starred = bool(starred)
+
+    def set_labels(self, run_id: str, labels: Iterable[str]) -> None:
+        """Replace the run's labels ("tags" in the UI): stripped, deduplicated; ValueError (and
+        nothing changed) for an empty or over-long one."""
+        clean = clean_labels(labels)
+        with self.session() as s:
+            self._get(s, run_id)
+            s.execute(delete(RunLabelRow).where(RunLabelRow.run_id == run_id))
+            s.add_all(RunLabelRow(run_id=run_id, label=lb) for lb in clean)
+
+    def set_best(self, run_id: str, value: float | None, epoch: int | None = None) -> None:
+        """The best validation balanced accuracy so far and its epoch (a non-finite value is
+        stored as None)."""
+        with self.session() as s:
+            row = self._get(s, run_id)
+            row.best_val = _finite(None if value is None else float(value))
+            row.best_epoch = None if epoch is None else int(epoch)
+
+    # --- the Runs page: filter, search, sort, page in SQL ------------------------------------
+    def _duration(self):
+        """Seconds from start to end (or now, for an active run) as a SQL expression."""
+        end = func.coalesce(RunRow.ended_at, literal(_now()))
+        if self.engine.dialect.name == "sqlite":
+            return (func.julianday(end) - func.julianday(RunRow.started_at)) * 86400.0
+        return func.extract("epoch", end - RunRow.started_at)
+
+    def query_runs(self, q: RunQuery) -> RunPage:
+        """One page of runs matching ``q`` and the number of matches (see RunQuery)."""
+        if q.limit < 0 or q.offset < 0:
+            raise ValueError("offset and limit cannot be negative.")
+        conds = []
+        for col, values in ((RunRow.status, q.statuses), (RunRow.kind, q.kinds),
+                            (RunRow.dataset_version_id, q.dataset_version_ids),
+                            (RunRow.model, q.models), (RunRow.loss, q.losses)):
+            if values:
+                conds.append(col.in_(list(values)))
+        for label in dict.fromkeys(lb.strip() for lb in q.labels if lb.strip()):
+            conds.append(exists().where(RunLabelRow.run_id == RunRow.id, RunLabelRow.label == label))
+        if q.starred_only:
+            conds.append(RunRow.starred.is_(True))
+        if q.created_after is not None:
+            conds.append(RunRow.created_at >= q.created_after)
+        if q.created_before is not None:
+            conds.append(RunRow.created_at <= q.created_before)
+        text = (q.text or "").strip().lower()
+        if text:
+            pat = _like(text)
+            conds.append(or_(
+                func.lower(RunRow.name).like(pat, escape="\\"),
+                func.lower(RunRow.id).like(pat, escape="\\"),
+                func.lower(RunRow.notes).like(pat, escape="\\"),
+                exists().where(RunLabelRow.run_id == RunRow.id,
+                               func.lower(RunLabelRow.label).like(pat, escape="\\"))))
+        where = and_(*conds) if conds else literal(True)
+
+        sel = select(RunRow).where(where)
+        if q.sort.startswith("metric:") and q.sort[len("metric:"):]:
+            lm = aliased(LatestMetricRow)
+            sel = sel.outerjoin(lm, and_(lm.run_id == RunRow.id, lm.key == q.sort[len("metric:"):]))
+            key = lm.value
+        elif q.sort in RUN_SORTS:
+            key = {"created_at": RunRow.created_at, "name": func.lower(RunRow.name),
+                   "status": RunRow.status, "best_val": RunRow.best_val,
+                   "duration": self._duration()}[q.sort]
+        else:
+            raise ValueError(f"Invalid sort {q.sort!r}. Valid: {', '.join(RUN_SORTS)} or "
+                             "metric:<key> (e.g. metric:test/bal_acc).")
+        order = key.desc() if q.descending else key.asc()
+        tie = RunRow.created_at.desc() if q.descending else RunRow.created_at.asc()
+        sel = sel.order_by(case((key.is_(None), 1), else_=0), order, tie, RunRow.id)
+        sel = sel.offset(q.offset).limit(q.limit)
+        with self.session() as s:
+            total = s.scalar(select(func.count()).select_from(RunRow).where(where)) or 0
+            return RunPage(self._load_runs(s, list(s.scalars(sel))), int(total))
+
+    def facets(self) -> dict[str, list[str]]:
+        """The distinct values present, sorted, for the Runs page's filter widgets."""
+        cols = {"status": RunRow.status, "kind": RunRow.kind,
+                "dataset_version_id": RunRow.dataset_version_id, "model": RunRow.model,
+                "loss": RunRow.loss}
+        with self.session() as s:
+            out = {name: sorted(v for v in s.scalars(select(distinct(col))) if v is not None)
+                   for name, col in cols.items()}
+            out["label"] = sorted(s.scalars(select(distinct(RunLabelRow.label))))
+        return out
+
+    # --- curves for charts --------------------------------------------------------------------
+    def curves(self, run_ids: Iterable[str], key: str, *, x: str = "step",
+               max_points: int = 2000) -> dict[str, Curve]:
+        """run id -> its ``key`` series, downsampled to at most ``max_points`` (min/max buckets
+        keeping the first, last, min and max points). x: "step", "epoch" or "time" (seconds
+        since the run's first metric). y is None where the value was not finite. Runs without
+        the key, and unknown ids, are absent."""
+        if x not in ("step", "epoch", "time"):
+            raise ValueError(f"Invalid x {x!r}. Valid: step, epoch, time.")
+        if max_points < 2:
+            raise ValueError(f"max_points must be at least 2 ({max_points} given).")
+        ids = list(dict.fromkeys(run_ids))
+        out: dict[str, Curve] = {}
+        if not ids:
+            return out
+        with self.session() as s:
+            series: dict[str, tuple[list, list, list, list]] = {}
+            q = (select(MetricRow.run_id, MetricRow.step, MetricRow.epoch, MetricRow.value,
+                        MetricRow.timestamp)
+                 .where(MetricRow.run_id.in_(ids), MetricRow.key == key)
+                 .order_by(MetricRow.run_id, MetricRow.step, MetricRow.id))
+            for run_id, step, epoch, value, ts in s.execute(q):
+                st_, ep, ys, tss = series.setdefault(run_id, ([], [], [], []))
+                st_.append(step)
+                ep.append(epoch)
+                ys.append(_finite(value))
+                tss.append(ts)
+            start: dict[str, float] = {}
+            if x == "time" and series:
+                start = dict(s.execute(select(MetricRow.run_id, func.min(MetricRow.timestamp))
+                                       .where(MetricRow.run_id.in_(list(series)))
+                                       .group_by(MetricRow.run_id)).all())
+        for run_id in ids:
+            if run_id not in series:
+                continue
+            steps, epochs, ys, tss = series[run_id]
+            if x == "step":
+                xs = [float(v) for v in steps]
+            elif x == "epoch":
+                xs = [float(e) if e is not None else math.nan for e in epochs]
+            else:
+                xs = [t - start[run_id] for t in tss]
+            keep = minmax_indices(ys, max_points)
+            out[run_id] = Curve([xs[i] for i in keep], [ys[i] for i in keep],
+                                [steps[i] for i in keep])
+        return out
+
     # --- metrics -----------------------------------------------------------------------------
     def log_metrics(self, run_id: str, values: Mapping[str, float], *, step: int,
                     epoch: float | None = None) -> None:
@@ -252,8 +456,8 @@ class Store:
             if keys is not None:
                 q = q.where(MetricRow.key.in_(list(keys)))
             q = q.order_by(MetricRow.key, MetricRow.step, MetricRow.id)
-            return [MetricPoint(m.key, math.nan if m.is_nan else m.value, m.step, m.epoch,
-                                m.timestamp) for m in s.scalars(q)]
+            return [MetricPoint(m.key, _finite(m.value), m.step, m.epoch, m.timestamp)
+                    for m in s.scalars(q)]
 
     # --- tags, per-class results, artifacts ----------------------------------------------------
     def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
@@ -342,9 +546,12 @@ class Store:
 
 
 def open_store(url: str | None = None) -> Store:
-    """Open (and migrate) the store at ``url`` or the workspace default."""
+    """Open (and migrate) the store at ``url`` or the workspace default.
+
+    Raises StoreError (nothing written) for a file that is not a TailLab database, a database
+    from a newer TailLab, or a read-only database / workspace. A SQLite database behind the newest
+    schema is backed up first; ``Store.upgrade_notice`` then says where the copy went."""
     from engine import workspace
 
-    engine = db.make_engine(url or workspace.db_url())
-    db.upgrade(engine)
-    return Store(engine)
+    engine, notice = db.prepare(url or workspace.db_url())
+    return Store(engine, notice)

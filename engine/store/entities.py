@@ -33,8 +33,13 @@ class Run:
     dataset_version_id: str | None = None
     cancel_requested: bool = False
     total_steps: int | None = None
-    tags: dict = field(default_factory=dict)
-    latest: dict = field(default_factory=dict)  # metric key -> latest value
+    tags: dict = field(default_factory=dict)  # system key/values (class names, device, ...)
+    latest: dict = field(default_factory=dict)  # metric key -> latest value, None if not finite
+    starred: bool = False
+    notes: str = ""
+    labels: tuple[str, ...] = ()  # user tags ("tags" in the UI), sorted
+    best_val: float | None = None  # best validation balanced accuracy over the epochs
+    best_epoch: int | None = None
 
     @property
     def duration_s(self) -> float | None:
@@ -47,7 +52,7 @@ class Run:
 @dataclass(frozen=True)
 class MetricPoint:
     key: str
-    value: float
+    value: float | None  # None: NaN or +-Inf was logged (a gap in the curve)
     step: int
     epoch: float | None
     timestamp: float
@@ -84,3 +89,39 @@ class DatasetVersion:
     manifest_path: str | None
     config: dict
     created_at: datetime
+
+
+RUN_SORTS = ("created_at", "name", "status", "duration", "best_val")  # or "metric:<key>"
+
+
+@dataclass(frozen=True)
+class RunQuery:
+    """One page of the Runs table. Empty tuples mean no filter; labels: a run needs all of them."""
+    statuses: tuple[str, ...] = ()
+    kinds: tuple[str, ...] = ()
+    dataset_version_ids: tuple[str, ...] = ()
+    models: tuple[str, ...] = ()
+    losses: tuple[str, ...] = ()
+    labels: tuple[str, ...] = ()
+    starred_only: bool = False
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    text: str = ""  # case-insensitive, in name, id, notes and labels
+    sort: str = "created_at"  # one of RUN_SORTS or "metric:<key>", e.g. "metric:test/bal_acc"
+    descending: bool = True  # runs without a value come last either way
+    offset: int = 0
+    limit: int = 50
+
+
+@dataclass(frozen=True)
+class RunPage:
+    runs: list[Run]
+    total: int  # runs matching the filters, before offset / limit
+
+
+@dataclass(frozen=True)
+class Curve:
+    """One run's series of one metric key, downsampled; y None = a gap (a non-finite value)."""
+    x: list[float]  # step, epoch, or seconds since the run's first metric
+    y: list[float | None]
+    step: list[int]

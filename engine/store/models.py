@@ -4,7 +4,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import (
-    Boolean, DateTime, Float, ForeignKey, Index, Integer, MetaData, String, Text,
+    Boolean, DateTime, Float, ForeignKey, Index, Integer, MetaData, String, Text, false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -54,6 +54,15 @@ class RunRow(Base):
     host: Mapped[str | None] = mapped_column(String(256), nullable=True)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     total_steps: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # 0002: what the user adds (star, notes; labels in run_labels), the typed best validation
+    # score, and the model / loss names copied from the config so the Runs page filters on them
+    # without joining params.
+    starred: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    notes: Mapped[str] = mapped_column(Text, default="", server_default="")
+    best_val: Mapped[float | None] = mapped_column(Float, nullable=True)
+    best_epoch: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    model: Mapped[str | None] = mapped_column(String(128), nullable=True, index=True)
+    loss: Mapped[str | None] = mapped_column(String(128), nullable=True, index=True)
 
 
 class ParamRow(Base):
@@ -71,8 +80,8 @@ class MetricRow(Base):
     key: Mapped[str] = mapped_column(String(128))
     step: Mapped[int] = mapped_column(Integer)
     epoch: Mapped[float | None] = mapped_column(Float, nullable=True)
-    value: Mapped[float | None] = mapped_column(Float, nullable=True)  # NULL = NaN
-    is_nan: Mapped[bool] = mapped_column(Boolean, default=False)
+    value: Mapped[float | None] = mapped_column(Float, nullable=True)  # NULL = not finite
+    is_nan: Mapped[bool] = mapped_column(Boolean, default=False)  # NaN or +-Inf was logged
     timestamp: Mapped[float] = mapped_column(Float)
     __table_args__ = (Index("ix_metrics_run_id_key_step", "run_id", "key", "step"),)
 
@@ -84,6 +93,15 @@ class LatestMetricRow(Base):
     value: Mapped[float | None] = mapped_column(Float, nullable=True)
     step: Mapped[int] = mapped_column(Integer)
     timestamp: Mapped[float] = mapped_column(Float)
+    # the Runs page sorts on one metric key: (key, value) finds that key's rows in value order
+    __table_args__ = (Index("ix_latest_metrics_key_value", "key", "value"),)
+
+
+class RunLabelRow(Base):
+    """User tags of a run ("tags" in the UI; TagRow holds the system's key/values)."""
+    __tablename__ = "run_labels"
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    label: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
 
 
 class TagRow(Base):
