@@ -213,8 +213,7 @@ def compare(store: Store, runs: list[Run]) -> None:
 
 
 def _best(r: Run) -> float | None:
-    v = r.tags.get("best_val_bal_acc")
-    return float(v) if v is not None else None
+    return r.best_val
 
 
 def runs_table(runs: list[Run]):

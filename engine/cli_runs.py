@@ -23,8 +23,7 @@ def _nan_none(v):
 
 
 def _best(run) -> float | None:
-    v = run.tags.get("best_val_bal_acc")
-    return _nan_none(float(v)) if v is not None else None
+    return run.best_val
 
 
 def run_summary(run) -> dict:

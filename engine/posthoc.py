@@ -184,10 +184,10 @@ def apply_posthoc(store: Store, run_id: str, method: str, *, taus=imbalance.DEFA
                                      for k, v in after[split].items()}, step=0)
         store.set_tags(child.id, {
             "tau": f"{tau:g}", "posthoc_method": method,
-            "best_val_bal_acc": f"{after['val']['bal_acc']:.6f}",
             "val_bal_acc_before": f"{before['val']['bal_acc']:.6f}",
             "class_names": json.dumps(d.class_names), "train_counts": json.dumps(run.train_counts),
             "eval_spec": json.dumps(run.checkpoint["eval_spec"])})
+        store.set_best(child.id, after["val"]["bal_acc"])
         for split, out in outs.items():
             support, correct = per_class_counts(preds[split], out.targets, d.num_classes)
             store.log_class_results(child.id, split, class_names=d.class_names,

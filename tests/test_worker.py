@@ -29,7 +29,8 @@ def test_launch_runs_to_finished_with_metrics(store, workspace):
     assert len(store.class_results(run.id, "test")) == 10
     assert run.dataset_version_id and store.get_dataset_version(run.dataset_version_id).num_classes == 10
     assert (workspace / "runs" / run.id / "best.pt").is_file()
-    assert float(run.tags["best_val_bal_acc"]) > 0.5
+    assert run.best_val > 0.5 and 1 <= run.best_epoch <= 4 and "best_val_bal_acc" not in run.tags
+    assert 0 < run.latest["test/macro_f1"] <= 1 and 0 <= run.latest["test/ece"] <= 1
 
 
 def test_cancel_ends_as_cancelled(store):
