@@ -89,7 +89,8 @@ def curves_overlay(c: Comparison, curves: dict, bands: dict[int, Band], *, key: 
                             mode="lines" if len(xs) > 40 else "lines+markers", name=label,
                             line=dict(color=col, width=2), marker=dict(size=5), connectgaps=False,
                             hovertemplate=f"%{{x}}: %{{y:.3g}}<extra>{label}</extra>")
-    fig.update_xaxes(title=X_TITLES[x])
+    last = max((v for xs, _ in curves.values() for v in xs), default=0)
+    fig.update_xaxes(title=X_TITLES[x], dtick=1 if x == "epoch" and last <= 20 else None)
     fig.update_yaxes(title=key + (" (%)" if pct else ""))
     return _layout(fig, title=f"{key} per {X_TITLES[x].split(' (')[0]}"
                    + (" (smoothed)" if smoothed else ""), height=420)

@@ -166,7 +166,7 @@ def metrics_table(c: cmp.Comparison):
     column only when the runs' datasets differ."""
     import pandas as pd
     labels = list(cmp.FINAL_METRICS)
-    mixed = len({r.dataset_version_id or r.dataset for r in c.runs}) > 1
+    mixed = c.mixed_datasets
     rows, best = [], []
     for r in c.runs:
         rows.append({"run": r.label + (" (baseline)" if r.id == c.baseline else ""),

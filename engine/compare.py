@@ -90,6 +90,7 @@ class Comparison:
     classes: list[ClassRow] = field(default_factory=list)
     class_notes: list[str] = field(default_factory=list)
     metric_keys: list[str] = field(default_factory=list)  # every logged key of the selection
+    mixed_datasets: bool = False  # the runs were trained on different datasets
 
     @property
     def ids(self) -> list[str]:
@@ -105,6 +106,7 @@ class Comparison:
             "runs": [{"id": r.id, "name": r.name, "dataset": r.dataset, "seed": r.seed,
                       "status": r.status, "group": r.group} for r in self.runs],
             "baseline": self.baseline, "missing": self.missing, "warnings": self.warnings,
+            "mixed_datasets": self.mixed_datasets,
             "metrics": self.metrics, "best": self.best,
             "settings_diff": {k: dict(zip(self.ids, vals)) for k, vals in self.settings},
             "seed_groups": [{"label": g.label, "runs": list(g.run_ids), "seeds": list(g.seeds),
@@ -289,7 +291,8 @@ def compare(store, run_ids: Sequence[str], *, baseline: str | None = None,
                    r.status, group_of[r.id]) for r in runs]
 
     warnings = []
-    if len(_datasets(runs)) > 1:
+    mixed = len(_datasets(runs)) > 1
+    if mixed:
         warnings.append("These runs were trained on different datasets: their accuracies are "
                         "measured on different test sets and do not compare directly.")
     unfinished = [_label(r) for r in runs if r.status != "finished"]
@@ -322,7 +325,7 @@ def compare(store, run_ids: Sequence[str], *, baseline: str | None = None,
     return Comparison(runs=refs, baseline=base, missing=missing, warnings=warnings,
                       settings=settings_diff([r.config for r in runs]), metrics=metrics, best=best,
                       groups=groups, group_metrics=group_metrics, classes=classes,
-                      class_notes=notes, metric_keys=keys)
+                      class_notes=notes, metric_keys=keys, mixed_datasets=mixed)
 
 
 # --- curves ------------------------------------------------------------------------------------

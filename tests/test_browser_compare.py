@@ -64,6 +64,7 @@ def test_compare_link_reopens_and_survives_a_delete(ws, tmp_path):
         got = chips(page)
         assert [t.split(" · ")[0] for t in got] == ["fixture-run", "tail-helped", "tail-hurt"], got
         page.screenshot(path=str(tmp_path / "compare.png"))
+        assert page.get_by_text("different datasets").count() == 0  # one source, some without a version
 
         # a chart choice goes to the address bar ...
         page.get_by_text("step", exact=True).click()

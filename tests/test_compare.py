@@ -71,7 +71,7 @@ def test_metrics_best_and_seed_group(store):
     assert overall.mean == pytest.approx(0.85) and overall.n == 2
     assert overall.std == pytest.approx(math.sqrt(2 * 0.05 ** 2 / 1))  # sample std: 0.0707
     assert 1 not in cmp.group_metrics  # no "mean ± std" for a group of one
-    assert cmp.warnings == []
+    assert cmp.warnings == [] and not cmp.mixed_datasets
 
 
 def test_per_class_matched_by_name_with_gaps_and_deltas(store):
@@ -214,5 +214,5 @@ def test_dataset_versions_decide_when_every_run_has_one(store):
     assert compare(store, [a.id, b.id, c.id]).warnings == []  # c has none: compared by source
     store.set_dataset_version(c.id, "v1")
     cmp = compare(store, [a.id, b.id, c.id])
-    assert any("different datasets" in w for w in cmp.warnings)  # same source, another version
+    assert cmp.mixed_datasets and any("different datasets" in w for w in cmp.warnings)  # same source, another version
     assert compare(store, [a.id, c.id]).warnings == []
