@@ -317,12 +317,33 @@ def test_export_parses_back_to_the_same_values(history):
 
 
 def test_compare_button_for_two_to_twenty(history):
-    at, _, ids = history
+    at, store, ids = history
     at.run()
     _select(at, [0])
     assert not [b for b in at.button if b.key == "runs.compare"]
     _select(at, [0, 1, 2])
     assert at.button(key="runs.compare").label == "⚖️ Compare 3 runs"
+    for i in range(15):
+        store.create_run({"model": "compact_cnn"}, name=f"more-{i}")
+    at.run()  # 21 runs now; the new ones moved the rows: the selection was cleared, not shifted
+    assert not [b for b in at.button if b.key == "runs.compare"] and not at.subheader
+    _select(at, list(range(21)))
+    assert not [b for b in at.button if b.key == "runs.compare"]
+    assert any("2 to 20 runs; 21 are selected" in w.value for w in at.warning)
+
+
+def test_a_new_run_does_not_shift_the_selection_onto_another(history):
+    at, store, ids = history
+    at.run()
+    _select_name(at, "alpha")
+    assert at.subheader[0].value.endswith("alpha")
+    store.create_run({"model": "compact_cnn"}, name="newcomer")  # lands on top: every row moves down
+    at.run()
+    _ok(at)
+    assert not at.subheader  # nothing selected rather than the run now in alpha's old row
+    assert any("select again" in t.value for t in at.toast)
+    _select_name(at, "alpha")
+    assert at.subheader[0].value.endswith("alpha")
 
 
 def test_clone_fills_the_train_page_and_launches_those_settings(history):
