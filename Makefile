@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.taillab-installed
 PORT ?= 8501
 
-.PHONY: setup run test test-fast browser bench clean
+.PHONY: setup run test test-fast browser bench bench-history clean
 
 $(STAMP): requirements.txt requirements-data.txt pyproject.toml
 	@echo ">> creating $(VENV) and installing (first time: a few minutes) ..."
@@ -35,6 +35,10 @@ test-fast: setup
 
 bench: setup
 	$(PY) -m benchmarks.train_overhead
+
+# the store with 2000 runs / 10 M metric rows: Runs-page query and curves timings (docs/store.md)
+bench-history: setup
+	flock /tmp/taillab-bench.lock $(PY) -m benchmarks.history --runs 2000
 
 clean:
 	rm -rf $(VENV) .pytest_cache
