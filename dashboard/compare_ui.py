@@ -81,7 +81,7 @@ def selection(store: Store) -> tuple[list[str], list[str]]:
 def _missing_note(missing: list[str], left: int) -> None:
     if missing:
         st.warning(f"**{len(missing)} run{'s' if len(missing) > 1 else ''} in this link no longer "
-                   f"exist{'s' if len(missing) == 1 else ''}** (deleted since the link was made): "
+                   f"exist{'s' if len(missing) == 1 else ''}** (deleted since the link was made, or a mistyped id): "
                    + ", ".join(f"`{m}`" for m in missing)
                    + (f". The other {left} are compared." if left >= 2 else "."))
 
@@ -100,7 +100,8 @@ def _baseline(chosen: list[str]) -> str:
 
 def controls(c: cmp.Comparison) -> tuple[str, str, float, str]:
     """Metric, x axis, smoothing and baseline: each from and back to the query string."""
-    keys = [k for k in c.metric_keys if not k.startswith("test/")] or c.metric_keys
+    # curves first; the final test/ values (one point each) last
+    keys = sorted(c.metric_keys, key=lambda k: (k.startswith("test/"), k))
     metric_url = st.query_params.get("metric")
     metric = metric_url if metric_url in keys else (DEFAULT_METRIC if DEFAULT_METRIC in keys
                                                     else (keys[0] if keys else None))

@@ -340,23 +340,15 @@ class Band:
 
 def curves(store, run_ids: Sequence[str], key: str, *, x: str = "epoch",
            max_points: int = 2000) -> dict[str, tuple[list[float], list[float | None]]]:
-    """run id -> (x, y) of one metric; y None for non-finite values; runs without it absent.
-    x: "step", "epoch" or "time" (seconds since the run's first point of this metric)."""
+    """run id -> (x, y) of one metric from Store.curves (downsampled to ``max_points`` keeping
+    each bucket's min and max); y None for non-finite values (a gap); runs without it absent.
+    x: "step", "epoch" or "time" (seconds since the run's first metric)."""
     if x not in ("step", "epoch", "time"):
         raise CompareError(f"Invalid x axis {x!r}. Only step, epoch and time are supported.")
-    if hasattr(store, "curves"):  # the store's downsampled, SQL-side curves
-        got = store.curves(list(run_ids), key, x=x, max_points=max_points)
-        return {rid: (list(c.x), [finite(v) for v in c.y]) for rid, c in got.items()}
     out = {}
-    for rid in run_ids:
-        pts = store.metric_history(rid, [key])
-        if not pts:
-            continue
-        t0 = pts[0].timestamp
-        xs = [float(p.step) if x == "step" else (p.timestamp - t0) if x == "time"
-              else (float(p.epoch) if p.epoch is not None else math.nan) for p in pts]
-        keep = [i for i, v in enumerate(xs) if not math.isnan(v)]
-        out[rid] = ([xs[i] for i in keep], [finite(pts[i].value) for i in keep])
+    for rid, c in store.curves(list(run_ids), key, x=x, max_points=max_points).items():
+        keep = [i for i, v in enumerate(c.x) if v is not None and math.isfinite(v)]  # no epoch
+        out[rid] = ([float(c.x[i]) for i in keep], [finite(c.y[i]) for i in keep])
     return out
 
 

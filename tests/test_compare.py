@@ -160,6 +160,12 @@ def test_curves_from_store(store):
     assert set(got) == {a.id, c.id}
     assert got[a.id] == ([1.0, 2.0, 3.0], [0.5, 0.6, 0.7])
     assert curves(store, [a.id], "val/bal_acc", x="step")[a.id][0] == [10.0, 20.0, 30.0]
+    store.log_metrics(b.id, {"val/bal_acc": float("nan")}, step=40, epoch=4)  # a gap, not a crash
+    got = curves(store, [a.id, b.id], "val/bal_acc", x="epoch")
+    assert got[b.id] == ([1.0, 2.0, 3.0, 4.0], [0.7, 0.8, 0.9, None])
+    bd = band(got)
+    assert bd.x == [1.0, 2.0, 3.0, 4.0] and bd.mean[:3] == pytest.approx([0.6, 0.7, 0.8])
+    assert bd.mean[3] is None and bd.n == [2, 2, 2, 0]
     with pytest.raises(CompareError, match="Invalid x axis 'wall'"):
         curves(store, [a.id], "val/bal_acc", x="wall")
 

@@ -124,3 +124,13 @@ def test_different_datasets_and_parallel_coordinates(store):
     assert list(diff.columns) == ["run", "data.source", "lr"]
     assert list(diff["lr"]) == ["0.1", "0.05"]
     assert list(at.dataframe[0].value["dataset"]) == ["builtin:mnist", "builtin:animal_mnist"]
+
+
+def test_more_than_twenty_in_a_link(store):
+    a, b, _ = three_runs(store)
+    fake = [f"{i:08x}ffff" for i in range(20)]
+    at = page(runs=",".join([a.id, b.id, *fake]))
+    assert not at.exception
+    assert "names 22 runs; Compare shows at most 20: the first 20 are selected" in text(at)
+    assert at.multiselect(key="compare.runs").value == [a.id, b.id]
+    assert "18 runs in this link no longer exist" in text(at)
