@@ -16,7 +16,6 @@ import streamlit as st  # noqa: E402
 from dashboard import state  # noqa: E402
 from dashboard.ui import status_badge  # noqa: E402
 from engine import workspace  # noqa: E402
-from engine.store import RunStatus  # noqa: E402
 
 st.set_page_config(page_title="TailLab", page_icon="🦎", layout="wide")
 
@@ -29,9 +28,10 @@ def _home() -> None:
     st.switch_page(DATA)
 
 
+HOME = st.Page(_home, title="TailLab", icon="🦎", default=True, url_path="home", visibility="hidden")
 PAGES = {
     "Prepare": [
-        st.Page(_home, title="TailLab", icon="🦎", default=True, url_path="home", visibility="hidden"),
+        HOME,
         DATA,
         st.Page("../pages/augment.py", title="Augment & balance", icon="🎨", url_path="augment"),
     ],
@@ -53,6 +53,8 @@ state.sync_recipe_in_use()  # the workspace's augmentation recipe, for Augment a
 def training_now() -> None:
     """Active runs. A fragment of its own: the sidebar is drawn before the page runs, so a run
     launched by the Train page (which then only reruns its live fragment) would never show."""
+    from engine.store import RunStatus  # the store's first import: after the page (see below)
+
     active = [r for r in state.store().list_runs(limit=50) if r.status in RunStatus.ACTIVE]
     if active:
         st.markdown("**Training now**")
@@ -66,7 +68,7 @@ with st.sidebar:
     st.markdown("### 🦎 TailLab")
     st.caption("Image classifiers for long-tailed data: head, medium and tail classes, every step.")
     dataset_slot = st.empty()
-    training_now()
+    training_slot = st.container()
     st.caption(f"Workspace: `{workspace.home()}`")
 
 
@@ -78,7 +80,18 @@ def show_dataset() -> None:
             st.caption(train_uses)
 
 
+# "Training now" needs the store, whose first use in a server process (sqlalchemy, alembic: about
+# 0.5 s) would delay the first page a user sees. On Data (which never stops early) it is drawn
+# after the page, while the browser draws the page; on the others before, as a page that stops
+# early (st.stop) ends the script. The hidden home page only switches to Data.
+training_after_page = nav.url_path in (HOME.url_path, DATA.url_path)
+if not training_after_page:
+    with training_slot:
+        training_now()
 show_dataset()  # stays if the page stops early
 nav.run()
+if training_after_page:
+    with training_slot:
+        training_now()
 show_dataset()  # again: the Data page may have changed the dataset (or the one in view) meanwhile
 state.warm_up()  # the page is drawn: torch and torchvision load in the background for Train / Augment

@@ -7,6 +7,7 @@ import json
 import logging
 import threading
 import time
+from typing import TYPE_CHECKING
 
 import streamlit as st
 
@@ -14,7 +15,9 @@ from engine import recipes, workspace
 from engine.config import DataConfig, data_config_from_dict, to_dict
 from engine.data import sources
 from engine.data.datasets import DataPlan, PreparedData, plan_data, prepare_data
-from engine.store import Store, open_store
+
+if TYPE_CHECKING:
+    from engine.store import Store
 
 
 # --- start-up -----------------------------------------------------------------------------------
@@ -44,6 +47,8 @@ def warm_up() -> threading.Thread:
 
 @st.cache_resource(show_spinner=False)
 def _store(url: str) -> Store:
+    from engine.store import open_store  # sqlalchemy + alembic: the app draws the page first
+
     return open_store(url)
 
 

@@ -1,15 +1,11 @@
 """Small UI helpers shared by the pages."""
 from __future__ import annotations
 
+import functools
 import math
 from datetime import datetime
 
 import streamlit as st
-
-from engine.store import RunStatus
-
-STATUS_ICONS = {RunStatus.QUEUED: "⏳", RunStatus.RUNNING: "🏃", RunStatus.FINISHED: "✅",
-                RunStatus.FAILED: "❌", RunStatus.CANCELLED: "⏹️"}
 
 
 def pct(v: float | None) -> str:
@@ -29,8 +25,16 @@ def when(ts: datetime | None) -> str:
     return "—" if ts is None else ts.strftime("%Y-%m-%d %H:%M:%S") + " UTC"
 
 
+@functools.cache
+def _status_icons() -> dict[str, str]:
+    from engine.store import RunStatus  # not at import: app.py imports the store after the page
+
+    return {RunStatus.QUEUED: "⏳", RunStatus.RUNNING: "🏃", RunStatus.FINISHED: "✅",
+            RunStatus.FAILED: "❌", RunStatus.CANCELLED: "⏹️"}
+
+
 def status_badge(status: str) -> str:
-    return f"{STATUS_ICONS.get(status, '')} {status}"
+    return f"{_status_icons().get(status, '')} {status}"
 
 
 def guard(condition: bool, message: str) -> None:

@@ -120,3 +120,27 @@ def test_builtin_table_and_samples_are_drawn_once_opened(data_page):
     assert _images(at.expander[1]) == 6 * 8  # the six smallest classes, eight images each
     firsts = [m.value for m in at.expander[1].markdown][:2]
     assert firsts == ["**9**  \n10 imgs · tail", "**8**  \n16 imgs · tail"]
+
+
+@pytest.mark.parametrize("page", [None, "../pages/predict.py"])  # Data; a page that stops early
+def test_training_now_is_drawn_after_the_page(data_page, page):
+    from dashboard import state
+    from engine.store import RunStatus
+
+    store = state.store()
+    run = store.create_run({"model": "compact_cnn"}, name="still-training")
+    store.mark_running(run.id)
+    store.set_pid(run.id, os.getpid())  # a live worker on this host
+    store.heartbeat(run.id)
+    at = data_page
+    if page:
+        at.switch_page(page)
+    at.run()
+    assert not at.exception
+    if page:
+        assert any("No finished run yet" in i.value for i in at.info)  # the page stopped early
+    side = [m.value for m in at.sidebar.markdown] + [c.value for c in at.sidebar.caption]
+    assert "**Training now**" in side
+    assert f"🏃 {RunStatus.RUNNING} still-training" in side
+    # the slot keeps its place: dataset line, then Training now, then the workspace
+    assert side.index("**Training now**") > next(i for i, v in enumerate(side) if v.startswith("**Dataset:**"))
