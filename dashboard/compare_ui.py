@@ -81,7 +81,8 @@ def selection(store: Store) -> tuple[list[str], list[str]]:
 def _missing_note(missing: list[str], left: int) -> None:
     if missing:
         st.warning(f"**{len(missing)} run{'s' if len(missing) > 1 else ''} in this link no longer "
-                   f"exist{'s' if len(missing) == 1 else ''}** (deleted since the link was made, or a mistyped id): "
+                   f"exist{'s' if len(missing) == 1 else ''}** (deleted since the link was made, "
+                   "or a mistyped id): "
                    + ", ".join(f"`{m}`" for m in missing)
                    + (f". The other {left} are compared." if left >= 2 else "."))
 

@@ -167,7 +167,8 @@ def ema(values: Sequence[float | None], weight: float) -> list[float | None]:
     return out
 
 
-def settings_diff(configs: Sequence[dict], *, ignore: Iterable[str] = BOOKKEEPING) -> list[tuple[str, list[str | None]]]:
+def settings_diff(configs: Sequence[dict], *,
+                  ignore: Iterable[str] = BOOKKEEPING) -> list[tuple[str, list[str | None]]]:
     """(key, value per run) for every flattened setting whose values differ across the runs,
     sorted by key; a setting a run does not have is None."""
     flat = [flatten(c or {}) for c in configs]

@@ -220,5 +220,6 @@ def test_dataset_versions_decide_when_every_run_has_one(store):
     assert compare(store, [a.id, b.id, c.id]).warnings == []  # c has none: compared by source
     store.set_dataset_version(c.id, "v1")
     cmp = compare(store, [a.id, b.id, c.id])
-    assert cmp.mixed_datasets and any("different datasets" in w for w in cmp.warnings)  # same source, another version
+    # same source, another version: different datasets
+    assert cmp.mixed_datasets and any("different datasets" in w for w in cmp.warnings)
     assert compare(store, [a.id, c.id]).warnings == []
