@@ -330,9 +330,10 @@ def clone_button(run: Run, slot) -> None:
 
 
 # The Train page's widgets (keys) and the TrainConfig value each shows, with the widget's range.
-def train_widget_values(cfg) -> tuple[dict[str, Any], list[str]]:
+def train_widget_values(cfg, options: Mapping[str, list] | None = None) -> tuple[dict[str, Any], list[str]]:
     """(widget key -> value for the Train page, settings left out because the widget cannot show
-    them). Loss parameters go to that loss's number / text inputs."""
+    them: out of a number's range, or not among a selectbox's ``options``). Loss parameters go to
+    that loss's number / text inputs."""
     from engine.config import AUTO
     vals: dict[str, Any] = {
         "train.model": cfg.model, "train.epochs": int(cfg.epochs),
@@ -355,6 +356,9 @@ def train_widget_values(cfg) -> tuple[dict[str, Any], list[str]]:
         if v is not None and not lo <= v <= hi:
             skipped.append(f"{k.removeprefix('train.')} {v} (outside this page's {lo}–{hi})")
             del vals[k]
+    for k, allowed in (options or {}).items():
+        if k in vals and vals[k] not in allowed:
+            skipped.append(f"{k.removeprefix('train.')} {vals.pop(k)!r} (not offered on this page)")
     for p, v in (cfg.loss_params or {}).items():
         if isinstance(v, bool) or v is None:
             continue
@@ -374,7 +378,7 @@ def cloned_config():
         return None
 
 
-def apply_clone() -> Any:
+def apply_clone(options: Mapping[str, list] | None = None) -> Any:
     """Train page, before its widgets: fill them from the cloned run once (after that the user's
     changes stand), and make the run's dataset the one Train uses. Returns the TrainConfig or None."""
     from dataclasses import replace
@@ -382,7 +386,7 @@ def apply_clone() -> Any:
     if cfg is None:
         return None
     if not st.session_state.get(CLONE_APPLIED_KEY):
-        vals, skipped = train_widget_values(cfg)
+        vals, skipped = train_widget_values(cfg, options)
         for k, v in vals.items():
             st.session_state[k] = v
         state.set_data_config(replace(cfg.data, image_size=None, channels=None))
@@ -427,7 +431,8 @@ def clone_banner(cfg) -> None:
         c1.caption(("Carried without a widget here: " + ", ".join(extra) + ". " if extra else "")
                    + "Loader workers and threads are chosen for this machine; the new run gets its own name.")
         if skipped:
-            st.warning("Not copied (the widget cannot show it): " + "; ".join(skipped) + ".")
+            st.warning("Not copied (the widget cannot show it; the widget's value applies): "
+                       + "; ".join(skipped) + ".")
 
 
 # --- export ------------------------------------------------------------------------------------

@@ -186,48 +186,20 @@ def mixed_datasets(runs: list[Run]) -> bool:
     return len({r.dataset_version_id or (r.config.get("data") or {}).get("source", "") for r in runs}) > 1
 
 
-def compare(store: Store, runs: list[Run]) -> None:
-    """Side by side: test accuracy per class group, and validation balanced accuracy per epoch."""
+def compare(runs: list[Run]) -> None:
+    """A glance at a selection: test accuracy per class group, and what each run was. The
+    Compare page has the rest (curves, settings diff, per-class deltas, seed groups)."""
     if mixed_datasets(runs):
         st.warning("**These runs were trained on different datasets** (see the dataset column): "
                    "their accuracies are measured on different test sets and do not compare directly.")
     names = [f"{r.name} · {r.id[:6]}" for r in runs]
     values = {label: [r.latest.get(key) for r in runs] for label, key in COMPARE_METRICS.items()}
     st.plotly_chart(charts.group_comparison(names, values), width="stretch")
-    series = {}
-    for name, r in zip(names, runs):
-        h = history(store, r.id).get("val/bal_acc")
-        if h:
-            series[name] = (h[1], h[2])
-    if series:
-        colors = {n: charts.RUN_PALETTE[j % len(charts.RUN_PALETTE)] for j, n in enumerate(names)}
-        fig = charts.epoch_curves(series, title="Validation balanced accuracy per epoch",
-                                  y_title="balanced accuracy (%)", percent=True, colors=colors)
-        fig.update_layout(height=380, legend=dict(orientation="h", yanchor="top", y=-0.2, xanchor="left", x=0))
-        st.plotly_chart(fig, width="stretch")
     rows = [{"run": n, "dataset": dataset_label(r), **{k: pct(v[i]) for k, v in values.items()},
              "loss": r.config.get("loss"), "sampler": r.config.get("sampler"),
              "epochs": r.config.get("epochs"), "model": r.config.get("model")}
             for i, (n, r) in enumerate(zip(names, runs))]
     st.dataframe(rows, hide_index=True, width="stretch")
-
-
-def _best(r: Run) -> float | None:
-    return r.best_val
-
-
-def runs_table(runs: list[Run]):
-    """The Runs page's table: what decides between runs first (name, status, test accuracies)."""
-    import pandas as pd
-    from dashboard.ui import when
-    return pd.DataFrame([{
-        "name": ("↳ " if r.parent_run_id else "") + r.name, "status": status_badge(r.status),
-        "test acc": pct(r.latest.get("test/acc")), "test bal. acc": pct(r.latest.get("test/bal_acc")),
-        "test tail acc": pct(r.latest.get("test/few_acc")), "best val bal. acc": pct(_best(r)),
-        "kind": r.kind, "dataset": (r.config.get("data") or {}).get("source", ""),
-        "model": r.config.get("model", ""), "loss": r.config.get("loss", ""),
-        "started": when(r.started_at or r.created_at), "duration": duration(r.duration_s), "id": r.id,
-    } for r in runs])
 
 
 def augment_caption(store: Store, run: Run) -> str:

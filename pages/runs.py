@@ -37,7 +37,7 @@ guard(bool(chosen), "Select a run for its details (rename, notes, tags, clone, d
                     "compare or export them. Export without a selection takes every filtered run.")
 if len(chosen) > 1:
     st.subheader(f"{len(chosen)} runs selected")
-    views.compare(store, chosen)
+    views.compare(chosen)
     st.stop()
 run = chosen[0]
 

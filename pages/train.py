@@ -13,7 +13,13 @@ from engine.store import RunStatus
 
 st.title("🏋️ Train")
 store = state.store()
-clone = runs_ui.apply_clone()  # "Clone settings into Train" on Runs: fills the widgets below once
+AUTO = "auto"
+models = {m.name: m for m in list_models()}
+losses = {l.name: l for l in list_losses()}
+OPTIONS = {"train.model": [AUTO, *models], "train.opt": [AUTO, *OPTIMIZERS], "train.loss": [AUTO, *losses],
+           "train.sampler": list(SAMPLERS), "train.sched": ["cosine", "constant"], "train.channels": [AUTO, 1, 3]}
+OPT_LABELS = {AUTO: "Auto", "sgd": "SGD (momentum 0.9)", "adamw": "AdamW"}
+clone = runs_ui.apply_clone(OPTIONS)  # "Clone settings into Train" on Runs: fills the widgets below once
 data_cfg = state.current_data_config()
 D = TrainConfig.__dataclass_fields__  # defaults come from the dataclass, not from this page
 default = lambda name: D[name].default  # noqa: E731
@@ -23,16 +29,13 @@ st.caption(f"Dataset: **{data_cfg.source}**"
               if data_cfg.source.startswith("builtin:") else "")
            + " — change it on the **Data** page.")
 
-models = {m.name: m for m in list_models()}
-losses = {l.name: l for l in list_losses()}
 augment_cfg = st.session_state.get("augment.config", {}) if clone is None else clone.augment
 
-AUTO = "auto"
 if clone is not None:
     runs_ui.clone_banner(clone)
 with st.container(border=True):
     c1, c2, c3, c4 = st.columns(4)
-    model = c1.selectbox("Model", [AUTO, *models], key="train.model",
+    model = c1.selectbox("Model", OPTIONS["train.model"], key="train.model",
                          format_func=lambda n: "Auto (from the data)" if n == AUTO else models[n].label,
                          help="\n\n".join(f"**{m.label}**: {m.description}" for m in models.values()))
     epochs = c2.number_input("Epochs", 1, 1000, default("epochs"), key="train.epochs")
@@ -42,19 +45,19 @@ with st.container(border=True):
                          placeholder="auto", help="Empty: automatic (AdamW 0.002 from scratch, 0.0005 "
                                                   "when fine-tuning pretrained weights).")
     c1, c2, c3, c4 = st.columns(4)
-    optimizer = c1.selectbox("Optimizer", [AUTO, *OPTIMIZERS], key="train.opt",
-                             format_func={AUTO: "Auto", "sgd": "SGD (momentum 0.9)", "adamw": "AdamW"}.get)
+    optimizer = c1.selectbox("Optimizer", OPTIONS["train.opt"], key="train.opt",
+                             format_func=lambda o: OPT_LABELS.get(o, o))
     seed = c2.number_input("Seed", 0, 2**31 - 1, default("seed"), key="train.seed")
-    loss = c3.selectbox("Loss", [AUTO, *losses], key="train.loss",
+    loss = c3.selectbox("Loss", OPTIONS["train.loss"], key="train.loss",
                         format_func=lambda n: "Auto (from the imbalance)" if n == AUTO else losses[n].label,
                         help="\n\n".join(f"**{l.label}**: {l.description}" for l in losses.values()))
-    sampler = c4.selectbox("Sampler", list(SAMPLERS), key="train.sampler",
+    sampler = c4.selectbox("Sampler", OPTIONS["train.sampler"], key="train.sampler",
                            help="\n\n".join(f"**{k}**: {v}" for k, v in SAMPLERS.items()))
     with st.expander("More settings"):
         e1, e2, e3, e4 = st.columns(4)
         weight_decay = e1.number_input("Weight decay", 0.0, 1.0, None, format="%.5f", key="train.wd",
                                        placeholder="auto", help="Empty: 0.05 with AdamW, 0.0005 with SGD.")
-        scheduler = e2.selectbox("LR schedule", ["cosine", "constant"], key="train.sched")
+        scheduler = e2.selectbox("LR schedule", OPTIONS["train.sched"], key="train.sched")
         warmup = e3.number_input("Warmup epochs", 0.0, 100.0, default("warmup_epochs"), key="train.warmup")
         drw = e4.number_input("Deferred re-weighting from epoch (0 = off)", 0, 1000, 0, key="train.drw",
                               help="From this epoch on, weight the loss by effective-number class "
@@ -62,7 +65,7 @@ with st.container(border=True):
         e1, e2, e3 = st.columns([1, 1, 2])
         image_size = e1.number_input("Input size (px)", 8, 1024, None, key="train.size", placeholder="auto",
                                      help="Empty: small images keep their size, photos get the model's.")
-        channels = e2.selectbox("Channels", [AUTO, 1, 3], key="train.channels",
+        channels = e2.selectbox("Channels", OPTIONS["train.channels"], key="train.channels",
                                 format_func=lambda c: "Auto" if c == AUTO else f"{c} ({'grey' if c == 1 else 'RGB'})")
         name = e3.text_input("Run name (optional)", key="train.name")
         params = {}

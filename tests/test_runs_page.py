@@ -123,9 +123,8 @@ def _cfg(model="compact_cnn", loss="ce", **kw):
     from engine.config import DataConfig, TrainConfig, to_dict
     data = dict(source="builtin:mnist", imbalance_ratio=10.0, n_max=300, val_per_class=20, test_per_class=100)
     data.update(kw.pop("data", {}))
-    return to_dict(TrainConfig(data=DataConfig(**data),
-                               model=model, loss=loss, optimizer="adamw", lr=0.002, batch_size=32,
-                               weight_decay=0.05, epochs=2, **kw))
+    kw = dict(dict(optimizer="adamw", lr=0.002, batch_size=32, weight_decay=0.05, epochs=2), **kw)
+    return to_dict(TrainConfig(data=DataConfig(**data), model=model, loss=loss, **kw))
 
 
 def _make(store, name, *, model="compact_cnn", loss="ce", status="finished", metrics=None, labels=(),
@@ -398,3 +397,14 @@ def test_clone_of_a_derived_run_is_refused_with_the_reason(ws, monkeypatch):
     _select(at, [_ids(at).index(child)])
     b = at.button(key="runs.clone")
     assert b.disabled and "clone its parent" in b.help
+
+
+def test_clone_says_what_a_widget_cannot_show(history):
+    at, store, ids = history
+    _make(store, "long-run", epochs=2000)  # the Train page's epochs field goes to 1000
+    at.run()
+    _select_name(at, "long-run")
+    at.button(key="runs.clone").click().run()
+    _ok(at)
+    assert any("Not copied" in w.value and "epochs 2000 (outside this page's 1–1000)" in w.value for w in at.warning)
+    assert at.number_input(key="train.epochs").value == 5  # the page's default, and the page says so
