@@ -61,7 +61,7 @@ class StoreLogger(Callback):
     def on_fit_end(self, state: FitState, result: FitResult) -> None:
         d = state.data
         test = {f"test/{k}": v for k, v in result.test.items()}
-        test.update(test_extras(result.test_eval))
+        test.update(final_test_metrics(result.test_eval))
         self.store.log_metrics(self.run_id, test, step=state.step, epoch=state.cfg.epochs)
         for split, ev in (("test", result.test_eval), ("val", result.val_eval)):
             support, correct = class_breakdown(ev, d.num_classes)
@@ -71,7 +71,7 @@ class StoreLogger(Callback):
                 few_threshold=d.config.few_threshold)
 
 
-def test_extras(ev) -> dict[str, float]:
+def final_test_metrics(ev) -> dict[str, float]:
     """test/macro_f1 (over the classes present in the test split) and test/ece (15 equal-width
     confidence bins, engine.compress.measure.ece); NaN for an empty test split."""
     from sklearn.metrics import f1_score
