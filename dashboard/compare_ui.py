@@ -248,7 +248,7 @@ def page() -> None:
     st.caption(f"{len(c.runs)} runs" + (
         f" · {len(seeds)} seed group{'s' if len(seeds) > 1 else ''} (runs that differ only in seed): "
         "a mean line with a ±1 std band in the curves, one bar with an error bar, and a "
-        "“mean ± std” row in the table" if seeds else ""))
+        "“mean ± std” table under the final metrics" if seeds else ""))
 
     st.subheader("Curves")
     curves_section(store, c, metric, x, smooth)
