@@ -128,6 +128,12 @@ def test_backup_includes_what_is_still_in_the_wal(tmp_path):
     store.engine.dispose()
 
 
+def _checkpoint(path: Path) -> None:
+    con = sqlite3.connect(path)
+    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    con.close()  # the last connection: SQLite removes the -wal and -shm files
+
+
 def _fingerprint(folder: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
 
@@ -139,7 +145,7 @@ def test_newer_schema_is_refused_and_nothing_written(db_url):
     store.engine.dispose()
     path = sqlite_path(db_url)
     if path is not None:
-        sqlite3.connect(path).execute("PRAGMA wal_checkpoint(TRUNCATE)").close()
+        _checkpoint(path)
         before = _fingerprint(path.parent)
     with pytest.raises(StoreError, match="newer TailLab") as e:
         open_store(db_url)
@@ -185,7 +191,7 @@ def test_read_only_database_file_is_refused(tmp_path):
     store = open_store(f"sqlite:///{db}")
     store.create_run({}, name="keep me")
     store.engine.dispose()
-    sqlite3.connect(db).execute("PRAGMA wal_checkpoint(TRUNCATE)").close()
+    _checkpoint(db)
     for side in tmp_path.glob("taillab.db-*"):
         side.unlink()
     before = db.read_bytes()
@@ -243,3 +249,45 @@ def test_read_only_workspace_folder_is_refused(tmp_path):
             open_store(f"sqlite:///{folder / 'taillab.db'}")
     finally:
         folder.chmod(0o755)
+
+
+def test_a_failing_upgrade_is_rolled_back_whole(tmp_path):
+    """The upgrade is one transaction: when 0002 fails half-way (here: a table of the same name
+    someone added by hand), the database is exactly the 0001 one, and the backup is named."""
+    db = tmp_path / "taillab.db"
+    url = f"sqlite:///{db}"
+    rows = _at_0001(url)
+    con = sqlite3.connect(db)
+    con.execute("CREATE TABLE run_labels (x INTEGER)")
+    con.commit()
+    con.close()
+    with pytest.raises(StoreError, match=r"to schema 0002 failed: OperationalError: .*run_labels "
+                                         r"already exists.*rolled back.*a copy is at") as e:
+        open_store(url)
+    assert ".backup-0001-" in str(e.value)
+    con = sqlite3.connect(db)
+    try:
+        assert con.execute("SELECT version_num FROM alembic_version").fetchone() == ("0001",)
+        assert "starred" not in {r[1] for r in con.execute("PRAGMA table_info(runs)")}
+        assert con.execute("PRAGMA foreign_keys").fetchone() == (0,)  # a fresh connection's default
+        for table, items in rows.items():
+            assert con.execute(f"SELECT COUNT(*) FROM {table}").fetchone() == (len(items),), table
+    finally:
+        con.close()
+
+
+def test_processes_opening_an_old_database_at_once_upgrade_it_once(tmp_path):
+    db = tmp_path / "taillab.db"
+    rows = _at_0001(f"sqlite:///{db}")
+    code = ("from engine.store import open_store\n"
+            f"s = open_store('sqlite:///{db}')\n"
+            "print(len(s.list_runs()))\n")
+    procs = [subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], [o[1][-800:] for o in outs]
+    assert [o[0].strip() for o in outs] == ["2", "2", "2"]
+    store = open_store(f"sqlite:///{db}")
+    assert _counts(store.engine) == {t: len(v) for t, v in rows.items()}
+    assert store.get_run("run0" + "0" * 28).best_val == 0.8125
+    store.engine.dispose()

@@ -88,23 +88,36 @@ def upgrade(engine: Engine) -> None:
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
         return
-    # SQLite: a batch migration copies a table into a new one and drops the old; with foreign
-    # keys on, that drop would cascade into every child table (runs -> metrics, params, ...).
-    # The pragma only takes effect outside a transaction, so it is set before one begins.
-    with engine.connect() as conn:
-        conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
-        conn.commit()
-        try:
-            with conn.begin():
+    # SQLite, on its own connection in the driver's autocommit mode so that TailLab, not
+    # Python's sqlite3 module, decides where the transaction is:
+    # - foreign keys off: a batch migration copies a table into a new one and drops the old; with
+    #   foreign keys on, that drop cascades into every child table (runs -> metrics, params, ...).
+    #   The pragma only takes effect outside a transaction, so it is set before BEGIN.
+    # - BEGIN IMMEDIATE ... COMMIT around the whole upgrade: SQLite's DDL is transactional, so a
+    #   failed or killed upgrade leaves the old schema intact (sqlite3 would otherwise commit each
+    #   ALTER on its own), and a second process opening the old database at the same moment
+    #   waits for the write lock, then finds it upgraded and does nothing.
+    from sqlalchemy.pool import NullPool
+
+    mig = create_engine(engine.url, poolclass=NullPool,
+                        connect_args={"timeout": 30, "isolation_level": None})
+    try:
+        with mig.connect() as conn:
+            conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            try:
                 cfg.attributes["connection"] = conn
                 command.upgrade(cfg, "head")
                 broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
                 if broken:
                     raise StoreError(f"The schema upgrade left {len(broken)} rows pointing at "
-                                     f"missing rows (first: {broken[0]}); restore the backup.")
-        finally:
-            conn.exec_driver_sql("PRAGMA foreign_keys=ON")
-            conn.commit()
+                                     f"missing rows (first: {broken[0]}).")
+                conn.exec_driver_sql("COMMIT")
+            except BaseException:
+                conn.exec_driver_sql("ROLLBACK")
+                raise
+    finally:
+        mig.dispose()
 
 
 def current_revision(engine: Engine) -> str | None:
@@ -158,7 +171,9 @@ def _check_header(path: Path) -> None:
 def _inspect_sqlite(path: Path) -> str | None:
     """The Alembic revision of an existing SQLite file, refusing what TailLab must not touch."""
     try:
-        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+        # read-write (writability was checked just before): a read-only connection that is the
+        # last one to close cannot remove the -wal and -shm files it made; this one does
+        con = sqlite3.connect(str(path), timeout=30)
         try:
             tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
             rev = (con.execute("SELECT version_num FROM alembic_version").fetchone() or [None])[0] \
@@ -233,7 +248,8 @@ def prepare(url: str) -> tuple[Engine, str | None]:
     (None otherwise); it is logged once too."""
     url = normalise_url(url)
     path = sqlite_path(url)
-    notice = None
+    notice = backup = None
+    head = known_revisions()[1]
     if path is not None:
         rev = None
         existing = path.exists() and path.stat().st_size > 0
@@ -269,7 +285,18 @@ def prepare(url: str) -> tuple[Engine, str | None]:
                       f"{engine.url.render_as_string(hide_password=True)} from schema {rev} to "
                       f"{head} (no automatic backup on this server: take one with its own tools, "
                       "e.g. pg_dump, before upgrading TailLab).")
-    upgrade(engine)
+    try:
+        upgrade(engine)
+    except StoreError as e:
+        engine.dispose()
+        raise StoreError(f"{e} The upgrade was rolled back; the database is as it was."
+                         + (f" A copy is at {backup}." if backup else "")) from None
+    except Exception as e:  # noqa: BLE001 - a migration that fails: say what and keep the data
+        engine.dispose()
+        raise StoreError(
+            f"Upgrading the TailLab database {path or '(server)'} to schema {head} failed: "
+            f"{type(e).__name__}: {str(e).splitlines()[0]}. The upgrade was rolled back; the "
+            "database is as it was" + (f" (a copy is at {backup})." if backup else ".")) from None
     if notice:
         log.warning(notice)
     return engine, notice
