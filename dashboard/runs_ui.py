@@ -202,7 +202,7 @@ def table(runs: list[Run]):
 COLUMNS = {
     "name": st.column_config.TextColumn("name", width="medium", pinned=True),
     "status": st.column_config.TextColumn("status", width="small"),
-    "tags": st.column_config.TextColumn("tags", width="small"),
+    "tags": st.column_config.TextColumn("tags", width="medium"),
     "created": st.column_config.TextColumn("created (UTC)"),
     "id": st.column_config.TextColumn("id", width="small"),
 }

@@ -408,3 +408,18 @@ def test_clone_says_what_a_widget_cannot_show(history):
     _ok(at)
     assert any("Not copied" in w.value and "epochs 2000 (outside this page's 1–1000)" in w.value for w in at.warning)
     assert at.number_input(key="train.epochs").value == 5  # the page's default, and the page says so
+
+
+def test_date_range_includes_both_days(history):
+    from datetime import datetime, timedelta
+    at, store, ids = history
+    today = datetime.utcnow().date()  # the store's timestamps are UTC
+    at.run()
+    at.date_input(key="runs.dates").set_value((today, today)).run()
+    _ok(at)
+    assert len(_names(at)) == 6
+    day = today - timedelta(days=1)
+    at.date_input(key="runs.dates").set_value((day, day)).run()
+    assert any("No runs match these filters" in i.value for i in at.info)
+    at.date_input(key="runs.dates").set_value((day, today)).run()
+    assert len(_names(at)) == 6
