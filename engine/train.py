@@ -23,7 +23,8 @@ from engine import imbalance, workspace
 from engine.config import ConfigError, TrainConfig, to_dict
 from engine.data.datasets import ImageDataset, PreparedData, balanced_subset, plan_data, prepare_data
 from engine.evaluate import EvalResult, evaluate, per_class_counts
-from engine.models import classifier, create_model, fit_to_state_dict
+from engine.models import classifier, create_model, fit_to_state_dict, load_weights_file
+from engine.schedules import EarlyStopping, Plateau, lr_at  # noqa: F401 — lr_at re-exported
 from engine.transforms import EvalSpec, eval_transform
 
 
@@ -51,6 +52,13 @@ class FitState:
     history: list[dict] = field(default_factory=list)  # per-epoch metric dicts
     auto: str = ""  # what the automatic settings resolved to, in one line ("" when none was auto)
     val_note: str = ""  # how validation runs each epoch (the whole split, or a balanced subset)
+    optimizer: torch.optim.Optimizer | None = None
+    plateau: Plateau | None = None
+    early: EarlyStopping | None = None
+    scaler: "torch.amp.GradScaler | None" = None
+    notes: list[str] = field(default_factory=list)  # what else the run should say (weights loaded, early stop)
+    stopped_early: int | None = None  # the epoch (1-based) after which early stopping ended training
+    start_epoch: int = 0  # > 0 when resumed from a checkpoint
 
 
 @dataclass
@@ -74,39 +82,68 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _mps() -> bool:
+    return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+
+
 def resolve_device(name: str) -> torch.device:
+    """auto: CUDA, then Apple MPS, then CPU. A named device that is missing is an error."""
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' was asked for but no CUDA GPU is available; use 'auto' or 'cpu'.")
+        raise ConfigError("device 'cuda' was asked for but no CUDA GPU is available; use 'auto' or 'cpu'.")
+    if name == "mps" and not _mps():
+        raise ConfigError("device 'mps' was asked for but Apple's Metal backend is not available; use 'auto' or 'cpu'.")
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device("cuda" if torch.cuda.is_available() else "mps" if _mps() else "cpu")
     return torch.device(name)
 
 
-def lr_at(step: int, *, total: int, warmup: int, peak: float, schedule: str) -> float:
-    """1) linear warmup from peak/warmup to peak over ``warmup`` steps; 2) then constant, or
-    cosine decay from peak to 0 at step ``total``."""
-    if warmup and step < warmup:
-        return peak * (step + 1) / warmup
-    if schedule == "constant":
-        return peak
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * peak * (1.0 + math.cos(math.pi * min(1.0, progress)))
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for mixed precision, or None for plain fp32. Only CUDA gets mixed
+    precision; "auto" picks bf16 where the GPU supports it (no loss scaling needed), else fp16."""
+    if device.type != "cuda" or precision == "fp32":
+        return None
+    if precision == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def set_deterministic(on: bool) -> None:
+    """Deterministic kernels (cuDNN, scatter / index ops): the same numbers on every run, slower."""
+    if on:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(on, warn_only=True)
+    torch.backends.cudnn.deterministic = on
+    torch.backends.cudnn.benchmark = not on and torch.cuda.is_available()
+
+
+def backbone_and_head(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    head = {id(p) for p in classifier(model).parameters()}
+    params = list(model.parameters())
+    return [p for p in params if id(p) not in head], [p for p in params if id(p) in head]
 
 
 def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
-    # No weight decay on norms and biases (the usual practice; decaying BN scales hurts).
-    # Frozen parameters (train_scope="classifier") are left out: momentum and weight decay
-    # would otherwise still move them.
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in trainable if p.ndim > 1]
-    no_decay = [p for p in trainable if p.ndim <= 1]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
+    """Parameter groups: (backbone, head) x (decay, no decay). No weight decay on norms and
+    biases (the usual practice; decaying BN scales hurts). Each group carries ``lr_mult`` (the
+    backbone's is cfg.backbone_lr_mult) that the schedule multiplies the peak rate by. Frozen
+    parameters (train_scope="classifier") are left out: momentum and weight decay would
+    otherwise still move them."""
+    backbone, head = backbone_and_head(model)
+    groups = []
+    for params, mult in ((backbone, cfg.backbone_lr_mult), (head, 1.0)):
+        trainable = [p for p in params if p.requires_grad]
+        for decay, wd in ((True, cfg.weight_decay), (False, 0.0)):
+            ps = [p for p in trainable if (p.ndim > 1) == decay]
+            if ps:
+                groups.append({"params": ps, "weight_decay": wd, "lr_mult": mult, "lr": cfg.lr * mult})
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum,
+                               nesterov=cfg.nesterov and cfg.momentum > 0)
+    if cfg.optimizer == "adam":  # Adam's weight decay is an L2 term in the gradient
+        return torch.optim.Adam(groups, lr=cfg.lr)
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=cfg.lr)
-    raise RuntimeError(f"Invalid optimizer {cfg.optimizer}. Only sgd and adamw are supported.")
+    raise ConfigError(f"Invalid optimizer {cfg.optimizer}. Only sgd, adam and adamw are supported.")
 
 
 def build_transforms(cfg: TrainConfig, spec: EvalSpec, train_counts: list[int]):
@@ -165,10 +202,14 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.opt
                     set_lr: Callable[[], None] | None = None,
                     batch_transform: Callable | None = None,
                     on_step: Callable[[float], None] | None = None,
-                    teacher: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict[str, float]:
+                    teacher: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                    grad_clip: float | None = None, amp_dtype: torch.dtype | None = None,
+                    scaler: "torch.amp.GradScaler | None" = None,
+                    channels_last: bool = False) -> dict[str, float]:
     """One pass over ``loader``. Returns {"loss", "acc"} (acc on the un-mixed hard labels).
     ``teacher`` (distillation): its logits on the same, possibly augmented, batch are passed to
-    ``criterion`` as a third argument."""
+    ``criterion`` as a third argument. ``grad_clip``: the gradients' global L2 norm is clipped to
+    it. ``amp_dtype``: forward under autocast (CUDA), with ``scaler`` for fp16."""
     model.train()
     for m in model.modules():  # a frozen BatchNorm (cRT's backbone) keeps its running statistics
         if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.weight is not None and not m.weight.requires_grad:
@@ -176,17 +217,31 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.opt
     total_loss, correct, seen = 0.0, 0, 0
     for images, targets in loader:
         images = images.to(device, non_blocking=True)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         targets = targets.to(device, non_blocking=True)
         hard = targets
         if batch_transform is not None:
             images, targets = batch_transform(images, targets)
         if set_lr is not None:
             set_lr()
-        logits = model(images)
-        loss = criterion(logits, targets) if teacher is None else criterion(logits, targets, teacher(images))
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            logits = model(images)
+            loss = criterion(logits.float(), targets) if teacher is None else \
+                criterion(logits.float(), targets, teacher(images).float())
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            if grad_clip:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            if grad_clip:
+                nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            optimizer.step()
         value = loss.item()
         if not math.isfinite(value):
             raise NonFiniteLoss(
@@ -202,8 +257,23 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.opt
     return {"loss": total_loss / max(seen, 1), "acc": correct / max(seen, 1)}
 
 
-def save_checkpoint(path: Path, state: FitState, *, metrics: dict) -> None:
-    """Atomic: write a temp file in the same folder, then rename over the target."""
+def _rng_state() -> dict:
+    return {"torch": torch.get_rng_state(), "numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
+            "numpy_pos": int(np.random.get_state()[2]), "python": repr(random.getstate())}
+
+
+def _set_rng_state(rng: dict) -> None:
+    import ast
+    torch.set_rng_state(rng["torch"])
+    np.random.set_state(("MT19937", rng["numpy"].numpy().astype(np.uint32), int(rng["numpy_pos"])))
+    random.setstate(ast.literal_eval(rng["python"]))
+
+
+def save_checkpoint(path: Path, state: FitState, *, metrics: dict, resumable: bool = False) -> None:
+    """Atomic: write a temp file in the same folder, then rename over the target, so a failure
+    mid-write (a full disk) leaves the previous checkpoint intact. ``resumable`` adds what
+    resuming needs: the optimizer, the schedule and early-stopping state and the random state
+    (only plain tensors, numbers and strings: it loads with weights_only=True)."""
     d = state.data
     payload = {
         "model_state": state.model.state_dict(),
@@ -219,9 +289,21 @@ def save_checkpoint(path: Path, state: FitState, *, metrics: dict) -> None:
         "metrics": metrics,
         "dataset_version": d.version_id,
     }
+    if resumable:
+        payload["resume"] = {
+            "optimizer": state.optimizer.state_dict() if state.optimizer is not None else None,
+            "plateau": state.plateau.state_dict() if state.plateau is not None else None,
+            "early": state.early.state_dict() if state.early is not None else None,
+            "scaler": state.scaler.state_dict() if state.scaler is not None else None,
+            "rng": _rng_state(), "history": state.history,
+        }
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 class Checkpointer(Callback):
@@ -232,8 +314,16 @@ class Checkpointer(Callback):
         self.folder.mkdir(parents=True, exist_ok=True)
         self.best = -math.inf
 
+    def resume(self) -> None:
+        """Continue a resumed run: the best so far is the score of the existing best.pt."""
+        best = self.folder / "best.pt"
+        if best.is_file():
+            metrics = torch.load(best, map_location="cpu", weights_only=True).get("metrics", {})
+            score = metrics.get("val/bal_acc", math.nan)
+            self.best = -metrics.get("train/loss", math.inf) if math.isnan(score) else score
+
     def on_epoch_end(self, state: FitState, metrics: dict[str, float]) -> None:
-        save_checkpoint(self.folder / "last.pt", state, metrics=metrics)
+        save_checkpoint(self.folder / "last.pt", state, metrics=metrics, resumable=True)
         score = metrics.get("val/bal_acc", math.nan)
         if math.isnan(score):
             score = -metrics.get("train/loss", math.inf)
@@ -306,10 +396,35 @@ def resolve_for_data(cfg: TrainConfig, data: PreparedData | None, *, dashboard: 
     return cfg, data, res.summary if res else ""
 
 
+class ResumeError(RuntimeError):
+    """A run cannot be resumed from its checkpoint (missing, corrupted, or from other settings)."""
+
+
+def load_resume_checkpoint(path: Path) -> dict:
+    """The resumable checkpoint ``last.pt``, or ResumeError with a message a user can act on."""
+    if not path.is_file():
+        raise ResumeError(f"Nothing to resume from: {path} does not exist (the run stopped before "
+                          "its first epoch ended). Start it again instead.")
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 — truncated zip, bad pickle, anything: one clear message
+        raise ResumeError(f"The checkpoint {path} is damaged and cannot be read ({type(e).__name__}: "
+                          f"{str(e).splitlines()[0] if str(e) else 'no detail'}). Start the run again.") from None
+    if not isinstance(ck, dict) or "resume" not in ck or "model_state" not in ck:
+        raise ResumeError(f"The checkpoint {path} holds no resume state (written by an older TailLab). "
+                          "Start the run again.")
+    return ck
+
+
 def fit(cfg: TrainConfig, callbacks: Sequence[Callback] = (), *,
-        data: PreparedData | None = None, checkpoint_dir: Path | None = None) -> FitResult:
+        data: PreparedData | None = None, checkpoint_dir: Path | None = None,
+        resume: bool = False) -> FitResult:
+    """Train ``cfg``. ``resume``: continue from ``checkpoint_dir/last.pt`` (model, optimizer,
+    schedule, early-stopping and random state) at the epoch after it."""
     seed_everything(cfg.seed)
+    set_deterministic(cfg.deterministic)
     device = resolve_device(cfg.device)
+    ck = load_resume_checkpoint(Path(checkpoint_dir) / "last.pt") if resume and checkpoint_dir else None
 
     # data (and the settings the data decides)
     cfg, data, auto = resolve_for_data(cfg, data)
@@ -317,6 +432,18 @@ def fit(cfg: TrainConfig, callbacks: Sequence[Callback] = (), *,
     # per spare core is much faster than one per core (3x measured on 2 shared cores).
     torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 2) - 1))
     counts = data.counts("train")
+    empty = [name for name, n in zip(data.class_names, counts) if n == 0]
+    if empty:
+        raise ConfigError(f"Class(es) {', '.join(repr(c) for c in empty)} have no training images (they "
+                          "occur only in validation or test), so nothing can learn them: add training "
+                          "images, or drop the class on the Data page (taillab data split ... --drop-class).")
+    if cfg.batch_size > sum(counts):
+        import dataclasses
+        notes_pre = [f"batch size {cfg.batch_size} is larger than the training split ({sum(counts):,} images): "
+                     f"each step uses all {sum(counts):,}"]
+        cfg = dataclasses.replace(cfg, batch_size=sum(counts))
+    else:
+        notes_pre = []
     groups = data.groups()
     spec = data.eval_spec
     train_t, eval_t, batch_t = build_transforms(cfg, spec, counts)
@@ -357,12 +484,22 @@ def fit(cfg: TrainConfig, callbacks: Sequence[Callback] = (), *,
     model = create_model(cfg.model, num_classes=data.num_classes, in_channels=spec.channels,
                          input_size=spec.size, pretrained=cfg.pretrained,
                          normed_head=imbalance.loss_info(cfg.loss).cosine_head).to(device)
+    notes: list[str] = list(notes_pre)
+    if cfg.weights_file and ck is None:
+        notes.append("weights: " + load_weights_file(model, cfg.weights_file).summary())
     if cfg.init_from:
         init_from_run(model, cfg, data, device)
     compress_callbacks: list[Callback] = []
     if cfg.prune:  # on init_from's weights, before the optimizer holds the parameters
         from engine.compress.prune import apply_pruning
         compress_callbacks = apply_pruning(model, cfg.prune, spec, device)
+    if ck is not None:
+        fit_to_state_dict(model, ck["model_state"])
+        model.load_state_dict(ck["model_state"])
+    channels_last = cfg.channels_last if cfg.channels_last is not None else device.type == "cuda"
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    amp_dtype = autocast_dtype(cfg.precision, device)
 
     # criterion (deferred re-weighting swaps it at cfg.drw_epoch); distillation wraps it
     teacher, wrap = None, (lambda c: c)
@@ -370,7 +507,14 @@ def fit(cfg: TrainConfig, callbacks: Sequence[Callback] = (), *,
         from engine.compress.distil import DistillationLoss, load_teacher
         teacher = load_teacher(cfg.distil_from, data, device)
         wrap = lambda c: DistillationLoss(c, temperature=cfg.kd_temperature, alpha=cfg.kd_alpha)  # noqa: E731
-    criterion = wrap(imbalance.create_loss(cfg.loss, class_counts=counts, **cfg.loss_params).to(device))
+    loss_params = dict(cfg.loss_params)
+    if cfg.label_smoothing and imbalance.loss_info(cfg.loss).smoothing:
+        loss_params.setdefault("label_smoothing", cfg.label_smoothing)
+
+    def make_criterion(epoch: int) -> nn.Module:
+        if cfg.drw_epoch is not None and epoch >= cfg.drw_epoch:
+            return wrap(imbalance.drw_loss(cfg.loss, counts, loss_params).to(device))
+        return wrap(imbalance.create_loss(cfg.loss, class_counts=counts, **loss_params).to(device))
 
     # optimizer + per-step schedule
     optimizer = build_optimizer(cfg, model)
@@ -379,13 +523,35 @@ def fit(cfg: TrainConfig, callbacks: Sequence[Callback] = (), *,
     total = steps_per_epoch * cfg.epochs
     warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
     state = FitState(cfg, data, model, device, total_steps=total, steps_per_epoch=steps_per_epoch,
-                     auto=auto, val_note=val_note)
-    callbacks = compress_callbacks + list(callbacks) + ([Checkpointer(checkpoint_dir)] if checkpoint_dir else [])
+                     auto=auto, val_note=val_note, notes=notes, optimizer=optimizer,
+                     plateau=Plateau(cfg.plateau_patience, cfg.plateau_factor) if cfg.scheduler == "plateau" else None,
+                     early=EarlyStopping(cfg.early_stop_patience) if cfg.early_stop_patience else None,
+                     scaler=torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None)
+    checkpointer = Checkpointer(checkpoint_dir) if checkpoint_dir else None
+    if ck is not None:
+        r = ck["resume"]
+        optimizer.load_state_dict(r["optimizer"])
+        if state.plateau is not None and r.get("plateau"):
+            state.plateau = Plateau.from_state(r["plateau"])
+        if state.early is not None and r.get("early"):
+            state.early = EarlyStopping.from_state(r["early"])
+        if state.scaler is not None and r.get("scaler"):
+            state.scaler.load_state_dict(r["scaler"])
+        state.history = list(r.get("history") or [])
+        state.step, state.start_epoch = int(ck["step"]), int(ck["epoch"]) + 1
+        _set_rng_state(r["rng"])
+        if checkpointer is not None:
+            checkpointer.resume()
+        notes.append(f"resumed after epoch {state.start_epoch} of {cfg.epochs} (step {state.step:,})")
+    callbacks = compress_callbacks + list(callbacks) + ([checkpointer] if checkpointer else [])
+    backbone = backbone_and_head(model)[0]
 
     def set_lr() -> None:
-        lr = lr_at(state.step, total=total, warmup=warmup, peak=cfg.lr, schedule=cfg.scheduler)
+        lr = lr_at(state.step, total=total, warmup=warmup, peak=cfg.lr, schedule=cfg.scheduler,
+                   steps_per_epoch=steps_per_epoch, step_size=cfg.step_size, milestones=cfg.milestones,
+                   gamma=cfg.gamma, plateau_scale=state.plateau.scale if state.plateau else 1.0)
         for g in optimizer.param_groups:
-            g["lr"] = lr
+            g["lr"] = lr * g.get("lr_mult", 1.0)
 
     def on_step(loss: float) -> None:
         state.step += 1
@@ -393,10 +559,12 @@ def fit(cfg: TrainConfig, callbacks: Sequence[Callback] = (), *,
         _emit(callbacks, "on_step_end", state)
 
     _emit(callbacks, "on_fit_start", state)
-    for epoch in range(cfg.epochs):
+    for epoch in range(state.start_epoch, cfg.epochs):
         state.epoch = epoch
-        if cfg.drw_epoch is not None and epoch == cfg.drw_epoch:
-            criterion = wrap(imbalance.drw_loss(cfg.loss, counts, dict(cfg.loss_params)).to(device))
+        criterion = make_criterion(epoch)
+        frozen = epoch < cfg.freeze_backbone_epochs and cfg.train_scope == "all"
+        for p in backbone:  # fine-tuning: only the new head learns in the first epochs
+            p.requires_grad_(not frozen and (cfg.train_scope == "all"))
         sampler = imbalance.create_sampler(train_labels, cfg.sampler, epoch=epoch,
                                            total_epochs=cfg.epochs, seed=cfg.seed + epoch)
         if train_arrays is not None:
@@ -407,14 +575,29 @@ def fit(cfg: TrainConfig, callbacks: Sequence[Callback] = (), *,
         else:
             loader = make_loader(train_ds, batch_size=cfg.batch_size, shuffle=True, sampler=sampler,
                                  seed=cfg.seed + epoch, num_workers=workers, drop_last=drop_last)
-        tr = train_one_epoch(model, criterion, optimizer, loader, device, set_lr=set_lr,
-                             batch_transform=batch_t, on_step=on_step, teacher=teacher)
+        try:
+            tr = train_one_epoch(model, criterion, optimizer, loader, device, set_lr=set_lr,
+                                 batch_transform=batch_t, on_step=on_step, teacher=teacher,
+                                 grad_clip=cfg.grad_clip, amp_dtype=amp_dtype, scaler=state.scaler,
+                                 channels_last=channels_last)
+        except NonFiniteLoss as e:
+            raise NonFiniteLoss(f"Step {state.step + 1:,} (epoch {epoch + 1}): {e}") from None
         val = evaluate(model, val_epoch_loader, device)
         metrics = {"train/loss": tr["loss"], "train/acc": tr["acc"],
                    **val.metrics(data.num_classes, groups, prefix="val/"),
-                   "lr": optimizer.param_groups[0]["lr"]}
+                   "lr": optimizer.param_groups[-1]["lr"]}
+        watched = metrics.get(cfg.early_stop_metric)
+        watched = -watched if cfg.early_stop_metric == "val/loss" and watched is not None else watched
+        if state.plateau is not None:
+            state.plateau.update(metrics.get("val/bal_acc"), epoch)
+        stop = state.early is not None and state.early.update(watched, epoch)
         state.history.append(metrics)
         _emit(callbacks, "on_epoch_end", state, metrics)
+        if stop:
+            state.stopped_early = epoch + 1
+            notes.append(f"stopped early after epoch {epoch + 1}: {cfg.early_stop_metric} had not improved "
+                         f"for {cfg.early_stop_patience} epochs (best at epoch {state.early.best_epoch + 1})")
+            break
 
     # final: the best checkpoint (by validation balanced accuracy) on the test split
     best = Path(checkpoint_dir) / "best.pt" if checkpoint_dir else None

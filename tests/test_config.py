@@ -14,7 +14,10 @@ def test_round_trips():
 
 @pytest.mark.parametrize("kw, words", [
     ({"model": "vgg99"}, ["small_cnn", "resnet18", "mobilenet_v2"]),
-    ({"optimizer": "adam"}, ["sgd", "adamw"]),
+    ({"optimizer": "rmsprop"}, ["sgd", "adam", "adamw"]),
+    ({"scheduler": "exp"}, ["step", "multistep", "onecycle", "plateau"]),
+    ({"precision": "int8"}, ["bf16", "fp16"]),
+    ({"device": "tpu"}, ["cuda", "mps"]),
     ({"loss": "magic"}, ["balanced_softmax", "ldam"]),
     ({"sampler": "random"}, ["class_balanced"]),
     ({"epochs": 0}, ["epochs"]),

@@ -212,6 +212,7 @@ class LossInfo:
     build: Callable[[np.ndarray | None, dict, torch.Tensor | None], nn.Module] = field(repr=False, compare=False,
                                                                                     default=None)
     cosine_head: bool = False  # the model's last layer must be a NormedLinear (LDAM)
+    smoothing: bool = False  # takes label_smoothing= (the cross-entropy family)
 
 
 def _number_param(loss: str, key: str, value: Any, *, low: float | None = None,
@@ -229,16 +230,20 @@ def _log_counts(counts: np.ndarray) -> torch.Tensor:
     return torch.tensor(np.log(counts), dtype=torch.float32)
 
 
+def _smoothing(name: str, p: dict) -> float:
+    return _number_param(name, "label_smoothing", p.get("label_smoothing", 0.0), low=0.0, high=1.0)
+
+
 def _ce(counts, p, weights):
-    smoothing = _number_param("ce", "label_smoothing", p["label_smoothing"], low=0.0, high=1.0)
-    return LogitAdjustedCrossEntropy(name="ce", weights=weights, label_smoothing=smoothing)
+    return LogitAdjustedCrossEntropy(name="ce", weights=weights, label_smoothing=_smoothing("ce", p))
 
 
 def _weighted_ce(counts, p, weights):
     computed = class_weights(counts, p["method"], p["beta"])  # validates method and beta
     if weights is None:  # explicit weights (DRW, a weight table) replace the computed ones
         weights = torch.tensor(computed, dtype=torch.float32)
-    return LogitAdjustedCrossEntropy(name="weighted_ce", weights=weights)
+    return LogitAdjustedCrossEntropy(name="weighted_ce", weights=weights,
+                                     label_smoothing=_smoothing("weighted_ce", p))
 
 
 def _focal(counts, p, weights):
@@ -260,13 +265,15 @@ def _ldam(counts, p, weights):
 
 
 def _balanced_softmax(counts, p, weights):
-    return LogitAdjustedCrossEntropy(name="balanced_softmax", adjustment=_log_counts(counts), weights=weights)
+    return LogitAdjustedCrossEntropy(name="balanced_softmax", adjustment=_log_counts(counts), weights=weights,
+                                     label_smoothing=_smoothing("balanced_softmax", p))
 
 
 def _logit_adjusted(counts, p, weights):
     tau = _number_param("logit_adjusted", "tau", p["tau"])
     log_prior = torch.tensor(tau * np.log(counts / counts.sum()), dtype=torch.float32)
-    return LogitAdjustedCrossEntropy(name="logit_adjusted", adjustment=log_prior, weights=weights)
+    return LogitAdjustedCrossEntropy(name="logit_adjusted", adjustment=log_prior, weights=weights,
+                                     label_smoothing=_smoothing("logit_adjusted", p))
 
 
 _LOSS_INFOS: tuple[LossInfo, ...] = (
@@ -279,6 +286,7 @@ _LOSS_INFOS: tuple[LossInfo, ...] = (
         params={"label_smoothing": 0.0},
         supports_soft_targets=True,
         build=_ce,
+        smoothing=True,
     ),
     LossInfo(
         name="weighted_ce",
@@ -293,6 +301,7 @@ _LOSS_INFOS: tuple[LossInfo, ...] = (
         params={"method": "effective_number", "beta": 0.9999},
         supports_soft_targets=True,
         build=_weighted_ce,
+        smoothing=True,
     ),
     LossInfo(
         name="focal",
@@ -337,6 +346,7 @@ _LOSS_INFOS: tuple[LossInfo, ...] = (
         params={},
         supports_soft_targets=True,
         build=_balanced_softmax,
+        smoothing=True,
     ),
     LossInfo(
         name="logit_adjusted",
@@ -347,6 +357,7 @@ _LOSS_INFOS: tuple[LossInfo, ...] = (
         params={"tau": 1.0},
         supports_soft_targets=True,
         build=_logit_adjusted,
+        smoothing=True,
     ),
 )
 _LOSS_BY_NAME = {info.name: info for info in _LOSS_INFOS}
@@ -373,7 +384,7 @@ def create_loss(name: str, class_counts: Any = None, **params: Any) -> nn.Module
     (N, C). Buffers (weights, log-priors, margins) move with ``.to(device)``.
     """
     info = loss_info(name)
-    valid = [*info.params, "weights"]
+    valid = list(dict.fromkeys([*info.params, "weights", *(["label_smoothing"] if info.smoothing else [])]))
     unknown = [key for key in params if key not in valid]
     if unknown:
         raise ValueError(
