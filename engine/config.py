@@ -34,6 +34,7 @@ def _positive(name: str, value: float, *, allow_zero: bool = False) -> None:
 AUTO = "auto"  # a setting resolved from the data by engine.defaults.resolve when a run starts
 BUILTIN_SOURCES = ("builtin:mnist", "builtin:animal_mnist")
 OPTIMIZERS = ("sgd", "adam", "adamw")
+OPTIMIZER_LABELS = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW"}
 SCHEDULERS = ("cosine", "constant", "step", "multistep", "onecycle", "plateau")  # engine.schedules
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # mixed precision on CUDA; auto = bf16 where supported, else fp16

@@ -30,7 +30,7 @@ import math
 import os
 from dataclasses import dataclass
 
-from engine.config import AUTO, TrainConfig
+from engine.config import AUTO, OPTIMIZER_LABELS, TrainConfig
 
 NATIVE_MAX = 48  # px: images up to this side train at their own size
 IMBALANCED_AT = 3.0  # training-split imbalance ratio from which the long-tail loss is used
@@ -202,7 +202,7 @@ def summary_line(profile: DataProfile, cfg: TrainConfig, notes: list[str], reaso
     picks = [f"{label}{' (pretrained)' if cfg.pretrained else ''} at {cfg.data.image_size} px",
              f"{cfg.data.channels} channel{'s' if cfg.data.channels > 1 else ''}", loss_label.lower()
              if not loss_label.isupper() else loss_label,
-             f"{'AdamW' if cfg.optimizer == 'adamw' else 'SGD'} lr {cfg.lr:g}, batch {cfg.batch_size}"]
+             f"{OPTIMIZER_LABELS.get(cfg.optimizer, cfg.optimizer)} lr {cfg.lr:g}, batch {cfg.batch_size}"]
     line = f"{facts} -> " + ", ".join(picks)
     if notes:
         line += " (" + "; ".join(notes) + ")"
