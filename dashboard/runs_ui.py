@@ -86,7 +86,8 @@ def filters(store: Store) -> tuple[RunQuery, Any]:
     text = c1.text_input("Search", key="runs.text", placeholder="name, id, notes or tag",
                          help="Case-insensitive; finds runs whose name, id, notes or tags contain it.")
     sort = c2.selectbox("Sort by", list(SORTS), key="runs.sort",
-                        help="Sorts every matching run (not just this page). Runs without the value come last.")
+                        help="Sorts every matching run (not just this page); runs without the value come last. "
+                             "Created, newest first, also keeps each derived run (↳) right under its parent.")
     desc = c3.toggle("Descending", key="runs.desc", help="On: highest / newest / Z first.")
     starred = c4.toggle("⭐ Starred only", key="runs.starred")
     facets = store.facets()
