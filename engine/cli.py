@@ -33,25 +33,46 @@ def _fmt(v) -> str:
 
 # --- train ------------------------------------------------------------------------------------
 
-_TRAIN_FLAGS = {  # flag -> (field, type); data fields go into cfg.data
-    "model": ("model", str), "epochs": ("epochs", int), "batch_size": ("batch_size", int),
-    "lr": ("lr", float), "optimizer": ("optimizer", str), "seed": ("seed", int),
-    "loss": ("loss", str), "sampler": ("sampler", str), "weight_decay": ("weight_decay", float),
-    "name": ("name", str), "device": ("device", str), "scheduler": ("scheduler", str),
-    "init_from": ("init_from", str), "train_scope": ("train_scope", str),
-    "threads": ("threads", int), "num_workers": ("num_workers", int),
-}
-_DATA_FLAGS = {"dataset": ("source", str), "imbalance_ratio": ("imbalance_ratio", float),
-               "n_max": ("n_max", int), "data_seed": ("seed", int), "image_size": ("image_size", int),
-               "channels": ("channels", int), "val_fraction": ("val_fraction", float),
-               "test_fraction": ("test_fraction", float)}
-_AUTO_HELP = {"model": "auto (default: from image size and data size) or a model name",
+# Every TrainConfig / DataConfig field is a flag (--weight-decay, --n-max ...), its help the
+# field's comment in engine/config.py. A few data flags keep shorter names.
+_DATA_FLAG_NAMES = {"source": "dataset", "seed": "data_seed"}
+_FLAG_HELP = {"model": "auto (default: from image size and data size) or one of: {models}",
               "loss": "auto (default: logit-adjusted when the training split is imbalanced) or a loss name",
-              "optimizer": "auto (default: AdamW), sgd or adamw", "lr": "peak learning rate (default: auto)",
-              "image_size": "model input side in px (default: auto, native for small images)",
-              "channels": "1 or 3 (default: auto, 1 when every image is greyscale)",
               "dataset": "mnist, animal_mnist, a folder (class sub-folders, optionally inside "
                          "train/ val/ test/), a CSV manifest or version:HASH"}
+_NOT_FLAGS = {"data"}
+
+
+def _flag_type(annotation: str):
+    """(argparse type or action, metavar) for a dataclass field's annotation string."""
+    a = annotation.replace(" | None", "")
+    if a == "bool":
+        return argparse.BooleanOptionalAction, None
+    if a in ("int", "float", "str"):
+        return {"int": int, "float": float, "str": str}[a], None
+    if a == "list":
+        return (lambda v: [int(x) for x in v.split(",") if x.strip()]), "N,N,..."
+    if a == "dict":
+        return json.loads, "JSON"
+    raise AssertionError(f"no CLI type for {annotation}")
+
+
+def _train_flags() -> list[tuple[str, str, str, object, str | None, str]]:
+    """(flag dest, owner "train" | "data", field, type, metavar, help) for every setting."""
+    from engine.config import field_help
+    from engine.models import MODELS
+
+    out = []
+    for owner, cls in (("train", TrainConfig), ("data", DataConfig)):
+        helps = field_help(cls)
+        for f in dataclasses.fields(cls):
+            if f.name in _NOT_FLAGS:
+                continue
+            dest = _DATA_FLAG_NAMES.get(f.name, f.name) if owner == "data" else f.name
+            typ, metavar = _flag_type(f.type)
+            text = _FLAG_HELP[dest].format(models=", ".join(MODELS)) if dest in _FLAG_HELP else helps.get(f.name, "")
+            out.append((dest, owner, f.name, typ, metavar, text))
+    return out
 
 
 def _add_train(sub) -> None:
@@ -59,11 +80,12 @@ def _add_train(sub) -> None:
                        epilog="--init-from RUN starts from that run's best checkpoint, with its "
                               "settings as defaults. cRT (re-train the classifier on the frozen "
                               "backbone): --init-from RUN --train-scope classifier "
-                              "--sampler class_balanced --loss ce --epochs 5")
+                              "--sampler class_balanced --loss ce --epochs 5. "
+                              "Every setting of a TOML file (--config) has a flag; flags win.")
     p.add_argument("--config", type=Path, help="TOML file with TrainConfig settings ([data] table)")
-    for flag, (_, typ) in {**_TRAIN_FLAGS, **_DATA_FLAGS}.items():
-        p.add_argument("--" + flag.replace("_", "-"), dest=flag, type=typ, help=_AUTO_HELP.get(flag))
-    p.add_argument("--pretrained", action="store_true", default=None)
+    for dest, owner, _, typ, metavar, text in _train_flags():
+        kw = {"action": typ} if typ is argparse.BooleanOptionalAction else {"type": typ, "metavar": metavar}
+        p.add_argument("--" + dest.replace("_", "-"), dest=dest, default=None, help=text or None, **kw)
     p.add_argument("--detach", action="store_true", help="print the run id and return at once")
     p.add_argument("--print-config", action="store_true", help="print the resolved TOML and exit")
     p.set_defaults(func=cmd_train)
@@ -83,21 +105,19 @@ def build_train_config(args) -> TrainConfig:
         if not args.config.is_file():
             raise ConfigError(f"Config file {args.config} does not exist.")
         base = dataclasses.asdict(train_config_from_toml(args.config.read_text()))
-    for flag, (field, _) in _TRAIN_FLAGS.items():
-        if getattr(args, flag) is not None:
-            base[field] = getattr(args, flag)
-    if args.pretrained:
-        base["pretrained"] = True
     data = dict(base.get("data") or dataclasses.asdict(DataConfig()))
-    for flag, (field, _) in _DATA_FLAGS.items():
-        if getattr(args, flag) is not None:
-            data[field] = getattr(args, flag)
+    for dest, owner, name, *_ in _train_flags():
+        value = getattr(args, dest, None)
+        if value is not None:
+            (data if owner == "data" else base)[name] = value
     src = data.get("source")
     if src in ("mnist", "animal_mnist"):
         data["source"] = "builtin:" + src
     elif src and not src.startswith(("builtin:", "version:")):
         # The worker runs in another folder: a path relative to the user's shell must be made absolute.
         data["source"] = str(Path(src).expanduser().resolve())
+    if base.get("weights_file"):
+        base["weights_file"] = str(Path(base["weights_file"]).expanduser().resolve())
     base["data"] = data
     return train_config_from_dict(base)
 

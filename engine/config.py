@@ -115,7 +115,7 @@ class TrainConfig:
     # "all" trains every layer; "classifier" freezes the rest (BatchNorm statistics included),
     # re-initialises the last layer and trains only it (cRT, Kang et al. 2020; needs init_from).
     train_scope: str = "all"
-    epochs: int = 5
+    epochs: int = 5  # passes over the training split
     batch_size: int | None = None  # None = auto: 128, or 64 / 32 for small training splits
     lr: float | None = None  # peak learning rate (per batch of batch_size images); None = auto
     optimizer: str = AUTO  # sgd | adam | adamw | auto (AdamW)
@@ -136,7 +136,7 @@ class TrainConfig:
     early_stop_patience: int | None = None
     early_stop_metric: str = "val/bal_acc"  # higher is better, except val/loss
     loss: str = AUTO  # see engine.imbalance.list_losses(); auto: from the training imbalance
-    loss_params: dict = field(default_factory=dict)
+    loss_params: dict = field(default_factory=dict)  # the loss's own settings, e.g. {"tau": 1.5}; see list_losses()
     sampler: str = "instance"  # see engine.imbalance.SAMPLERS
     drw_epoch: int | None = None  # from this epoch (0-based) use effective-number class weights
     augment: dict = field(default_factory=dict)  # engine.augment.AugmentConfig as a dict
@@ -155,7 +155,7 @@ class TrainConfig:
     # Knowledge distillation: the run whose best checkpoint is the (frozen) teacher; the loss is
     # kd_alpha * T^2 * KL(teacher_T || student_T) + (1 - kd_alpha) * the run's own loss.
     distil_from: str | None = None
-    kd_temperature: float = 4.0  # T
+    kd_temperature: float = 4.0  # distillation temperature T
     kd_alpha: float = 0.5  # weight of the distillation term (1 = teacher only, 0 = labels only)
 
     def __post_init__(self) -> None:
@@ -385,3 +385,36 @@ def train_config_from_toml(text: str) -> TrainConfig:
 
 def data_config_from_dict(d: Mapping) -> DataConfig:
     return _build(DataConfig, d)
+
+
+# --- each setting's explanation: its comment above, read by the CLI's --help ---------------------
+
+def field_help(cls: type) -> dict[str, str]:
+    """{field: help} from the comments of ``cls``'s source: the comment on a field's line, or the
+    comment lines right above it. The comment in this file stays the one home of what a setting
+    means; ``taillab train --help`` shows the same words."""
+    import inspect
+    import io
+    import re
+    import tokenize
+
+    src = inspect.getsource(cls)
+    comments: dict[int, str] = {}
+    for tok in tokenize.generate_tokens(io.StringIO(src).readline):
+        if tok.type == tokenize.COMMENT:
+            comments[tok.start[0]] = tok.string.lstrip("#").strip()
+    lines = src.splitlines()
+    out: dict[str, str] = {}
+    for i, line in enumerate(lines, 1):
+        m = re.match(r"^    (\w+): [^=]+=", line)
+        if not m or m.group(1) not in {f.name for f in fields(cls)}:
+            continue
+        text = comments.get(i, "")
+        if not text:
+            above, j = [], i - 1
+            while j >= 1 and lines[j - 1].strip().startswith("#"):
+                above.insert(0, comments[j])
+                j -= 1
+            text = " ".join(above)
+        out[m.group(1)] = text.replace("%", "%%")
+    return out

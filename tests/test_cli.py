@@ -36,8 +36,8 @@ def test_unknown_model_lists_valid_ones(tmp_path):
 
 
 def test_unknown_optimizer_and_bad_toml(tmp_path):
-    out = taillab("train", "--optimizer", "adam", home=tmp_path / "ws")
-    assert out.returncode == 2 and "sgd, adamw" in out.stderr
+    out = taillab("train", "--optimizer", "rmsprop", home=tmp_path / "ws")
+    assert out.returncode == 2 and "sgd, adam, adamw" in out.stderr
     bad = tmp_path / "bad.toml"
     bad.write_text("epochz = 3\n")
     out = taillab("train", "--config", str(bad), home=tmp_path / "ws")
@@ -59,3 +59,30 @@ def test_print_config_round_trips(tmp_path):
 def test_predict_unknown_run(tmp_path):
     out = taillab("predict", "--run", "nope", str(tmp_path / "x.png"), home=tmp_path / "ws")
     assert out.returncode == 2 and "No checkpoint" in out.stderr
+
+
+def test_every_setting_has_a_flag_with_help():
+    """The train flags are generated from TrainConfig / DataConfig: each field has one, with its
+    comment from engine/config.py as help, and a flag sets the field (lists, JSON, booleans)."""
+    import argparse
+    import dataclasses
+
+    from engine.cli import build_parser, build_train_config
+    from engine.config import DataConfig, TrainConfig
+
+    parser = build_parser()
+    train = next(a for a in parser._subparsers._group_actions[0].choices.items() if a[0] == "train")[1]
+    flags = {a.dest: a for a in train._actions}
+    for f in dataclasses.fields(TrainConfig):
+        if f.name != "data":
+            assert f.name in flags and flags[f.name].help, f.name
+    for f in dataclasses.fields(DataConfig):
+        dest = {"source": "dataset", "seed": "data_seed"}.get(f.name, f.name)
+        assert dest in flags and flags[dest].help, f.name
+    args = parser.parse_args(["train", "--scheduler", "multistep", "--milestones", "3,6", "--gamma", "0.5",
+                              "--loss-params", '{"tau": 1.5}', "--loss", "logit_adjusted", "--no-nesterov",
+                              "--early-stop-patience", "2", "--label-smoothing", "0.1", "--n-max", "300"])
+    cfg = build_train_config(args)
+    assert (cfg.scheduler, cfg.milestones, cfg.gamma, cfg.loss_params) == ("multistep", [3, 6], 0.5, {"tau": 1.5})
+    assert (cfg.nesterov, cfg.early_stop_patience, cfg.label_smoothing, cfg.data.n_max) == (False, 2, 0.1, 300)
+    assert isinstance(flags["pretrained"], argparse.BooleanOptionalAction)
