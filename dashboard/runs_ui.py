@@ -38,6 +38,10 @@ METRICS = {"test acc": "test/acc", "test bal. acc": "test/bal_acc", "test tail a
 # Filter widgets' keys and their empty values ("Clear filters" puts these back). Sort is no filter.
 FILTERS = {"runs.text": "", "runs.starred": False, "runs.status": [], "runs.kind": [],
            "runs.dataset": [], "runs.model": [], "runs.loss": [], "runs.labels": [], "runs.dates": ()}
+VIEW = {"runs.sort": "created", "runs.desc": True}
+# Streamlit forgets a widget's value when a page without it runs: a plain copy brings the filters
+# and the sort back when the user returns to Runs.
+KEPT = "runs.kept"
 
 
 def _num(v: Any) -> float | None:
@@ -78,10 +82,10 @@ def _multi(col, label: str, key: str, options: list[str], fmt=str, help: str | N
 def filters(store: Store) -> tuple[RunQuery, Any]:
     """The search box, sort and filter widgets (session_state keys "runs.*") as one RunQuery
     (offset 0; the page is set by ``page_query``), and a slot in the filters for ``clear_button``."""
-    for k, v in FILTERS.items():
-        st.session_state.setdefault(k, v)
-    st.session_state.setdefault("runs.sort", "created")
-    st.session_state.setdefault("runs.desc", True)
+    kept = st.session_state.get(KEPT, {})
+    for k, v in {**FILTERS, **VIEW}.items():
+        if k not in st.session_state:  # first visit, or Streamlit dropped it on another page
+            st.session_state[k] = kept.get(k, v)
     c1, c2, c3, c4 = st.columns([4, 2, 1.3, 1.3], vertical_alignment="bottom")
     text = c1.text_input("Search", key="runs.text", placeholder="name, id, notes or tag",
                          help="Case-insensitive; finds runs whose name, id, notes or tags contain it.")
@@ -106,6 +110,7 @@ def filters(store: Store) -> tuple[RunQuery, Any]:
         dates = f[6].date_input("Created between", key="runs.dates", format="YYYY-MM-DD",
                                 help="Both days included (UTC). Pick a first and a last day.")
         slot = st.empty()
+    st.session_state[KEPT] = {k: st.session_state[k] for k in (*FILTERS, *VIEW)}
     after = before = None
     if isinstance(dates, (list, tuple)) and dates:
         after = datetime.combine(dates[0], time.min)
@@ -381,15 +386,19 @@ def cloned_config():
 
 def apply_clone(options: Mapping[str, list] | None = None) -> Any:
     """Train page, before its widgets: fill them from the cloned run once (after that the user's
-    changes stand), and make the run's dataset the one Train uses. Returns the TrainConfig or None."""
+    changes stand, until another page makes Streamlit forget them), and make the run's dataset the
+    one Train uses. Returns the TrainConfig or None."""
     from dataclasses import replace
     cfg = cloned_config()
     if cfg is None:
         return None
-    if not st.session_state.get(CLONE_APPLIED_KEY):
-        vals, skipped = train_widget_values(cfg, options)
-        for k, v in vals.items():
+    first = not st.session_state.get(CLONE_APPLIED_KEY)
+    vals, skipped = train_widget_values(cfg, options)
+    for k, v in vals.items():
+        # a widget Streamlit forgot while another page ran shows the clone again, not the default
+        if first or k not in st.session_state:
             st.session_state[k] = v
+    if first:  # once: a dataset chosen on Data after the clone stands
         state.set_data_config(replace(cfg.data, image_size=None, channels=None))
         st.session_state[CLONE_APPLIED_KEY] = {"skipped": skipped}
     return cfg

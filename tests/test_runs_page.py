@@ -408,6 +408,13 @@ def test_clone_says_what_a_widget_cannot_show(history):
     _ok(at)
     assert any("Not copied" in w.value and "epochs 2000 (outside this page's 1–1000)" in w.value for w in at.warning)
     assert at.number_input(key="train.epochs").value == 5  # the page's default, and the page says so
+    at.switch_page("../pages/train.py")
+    at.selectbox(key="train.loss").set_value("focal").run()
+    at.switch_page("../pages/data.py").run()  # Streamlit forgets Train's widgets here
+    at.switch_page("../pages/train.py").run()
+    _ok(at)
+    assert any("cloned from run long-run" in m.value for m in at.markdown)
+    assert at.selectbox(key="train.loss").value == "ce"  # the clone's again, as the banner says
 
 
 def test_date_range_includes_both_days(history):
@@ -423,3 +430,18 @@ def test_date_range_includes_both_days(history):
     assert any("No runs match these filters" in i.value for i in at.info)
     at.date_input(key="runs.dates").set_value((day, today)).run()
     assert len(_names(at)) == 6
+
+
+def test_filters_and_sort_survive_a_visit_to_another_page(history):
+    at, store, ids = history
+    at.run()
+    at.multiselect(key="runs.model").set_value(["small_cnn"]).run()
+    at.selectbox(key="runs.sort").set_value("test bal. acc").run()
+    assert _names(at) == ["bravo", "echo"]
+    at.switch_page("../pages/predict.py").run()
+    at.switch_page("../pages/runs.py").run()
+    _ok(at)
+    assert _names(at) == ["bravo", "echo"]
+    assert at.multiselect(key="runs.model").value == ["small_cnn"]
+    at.button(key="runs.clear").click().run()  # clearing keeps the sort
+    assert _names(at)[:3] == ["bravo", "alpha", "echo"]
