@@ -20,7 +20,7 @@ import torch
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-from engine.config import ConfigError
+from engine.errors import ConfigError, choice as _choice, in_range as _in_range, pair as _pair, whole
 from engine.transforms import EvalSpec, eval_transform, pil_to_uint8_tensor
 
 AUTO_POLICIES = ("none", "autoaugment", "randaugment", "trivialaugment", "augmix")
@@ -31,46 +31,6 @@ BATCH_KEYS = ("mixup_alpha", "cutmix_alpha", "mix_prob", "multi_scale_sizes")
 TAIL_KEYS = ("tail_threshold", "tail_recipe")
 MIN_SIDE = 8  # px: no augmentation may produce (or crop) anything smaller
 MAX_SCALE_FACTOR = 4  # multi-scale sizes must lie within [input / 4, input * 4]
-
-
-# --- small validators -------------------------------------------------------------------------
-
-def _number(name: str, v: Any) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v) or math.isinf(v):
-        raise ConfigError(f"{name} must be a number, got {v!r}.")
-    return float(v)
-
-
-def _integer(name: str, v: Any, lo: int, hi: int) -> int:
-    if isinstance(v, float) and v.is_integer():
-        v = int(v)
-    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-        raise ConfigError(f"{name} must be a whole number from {lo} to {hi}, got {v!r}.")
-    return v
-
-
-def _in_range(name: str, v: Any, lo: float, hi: float) -> float:
-    x = _number(name, v)
-    if not lo <= x <= hi:
-        raise ConfigError(f"{name} must be between {lo:g} and {hi:g}, got {v!r}.")
-    return x
-
-
-def _pair(name: str, v: Any, lo: float, hi: float, *, open_lo: bool = False, open_hi: bool = False) -> tuple[float, float]:
-    """(a, b) with lo <= a <= b <= hi (strict where open_*)."""
-    if not isinstance(v, (list, tuple)) or len(v) != 2:
-        raise ConfigError(f"{name} must be a pair [min, max], got {v!r}.")
-    a, b = (_number(name, x) for x in v)
-    ok = (a > lo if open_lo else a >= lo) and (b < hi if open_hi else b <= hi) and a <= b
-    if not ok:
-        rng = f"{'(' if open_lo else '['}{lo:g}, {hi:g}{')' if open_hi else ']'}"
-        raise ConfigError(f"{name} must be [min, max] with min <= max, both in {rng}; got {list(v)!r}.")
-    return (a, b)
-
-
-def _choice(name: str, v: Any, allowed: Sequence[str]) -> None:
-    if v not in allowed:
-        raise ConfigError(f"Invalid {name} {v!r}. Valid choices: {', '.join(allowed)}.")
 
 
 # --- the config ------------------------------------------------------------------------------
@@ -127,35 +87,35 @@ class AugmentConfig:
         put("rotation_degrees", _in_range("rotation_degrees", self.rotation_degrees, 0.0, 180.0))
         if not isinstance(self.random_resized_crop, bool):
             raise ConfigError(f"random_resized_crop must be true or false, got {self.random_resized_crop!r}.")
-        put("rrc_scale", _pair("rrc_scale", self.rrc_scale, 0.0, 1.0, open_lo=True))
-        put("rrc_ratio", _pair("rrc_ratio", self.rrc_ratio, 0.0, 10.0, open_lo=True))
-        put("crop_padding", _integer("crop_padding", self.crop_padding, 0, 256))
+        put("rrc_scale", _pair("rrc_scale", self.rrc_scale, 0.0, 1.0, open_low=True))
+        put("rrc_ratio", _pair("rrc_ratio", self.rrc_ratio, 0.0, 10.0, open_low=True))
+        put("crop_padding", whole("crop_padding", self.crop_padding, 0, 256))
         _choice("padding_mode", self.padding_mode, PADDING_MODES)
         for name in ("brightness", "contrast", "saturation"):
             put(name, _in_range(name, getattr(self, name), 0.0, 10.0))
         put("hue", _in_range("hue", self.hue, 0.0, 0.5))
-        put("blur_kernel", _integer("blur_kernel", self.blur_kernel, 1, 99))
+        put("blur_kernel", whole("blur_kernel", self.blur_kernel, 1, 99))
         if self.blur_kernel % 2 == 0:
             raise ConfigError(f"blur_kernel must be odd (3, 5, 7, ...), got {self.blur_kernel}.")
-        put("blur_sigma", _pair("blur_sigma", self.blur_sigma, 0.0, 100.0, open_lo=True))
-        put("erasing_scale", _pair("erasing_scale", self.erasing_scale, 0.0, 1.0, open_lo=True, open_hi=True))
+        put("blur_sigma", _pair("blur_sigma", self.blur_sigma, 0.0, 100.0, open_low=True))
+        put("erasing_scale", _pair("erasing_scale", self.erasing_scale, 0.0, 1.0, open_low=True, open_high=True))
         _choice("auto_policy", self.auto_policy, AUTO_POLICIES)
         _choice("autoaugment_policy", self.autoaugment_policy, AUTOAUGMENT_POLICIES)
-        put("randaugment_num_ops", _integer("randaugment_num_ops", self.randaugment_num_ops, 1, 10))
-        put("magnitude_bins", _integer("magnitude_bins", self.magnitude_bins, 2, 100))
-        put("randaugment_magnitude", _integer(
+        put("randaugment_num_ops", whole("randaugment_num_ops", self.randaugment_num_ops, 1, 10))
+        put("magnitude_bins", whole("magnitude_bins", self.magnitude_bins, 2, 100))
+        put("randaugment_magnitude", whole(
             "randaugment_magnitude", self.randaugment_magnitude, 0, self.magnitude_bins - 1))
-        put("augmix_severity", _integer("augmix_severity", self.augmix_severity, 1, 10))
-        put("augmix_width", _integer("augmix_width", self.augmix_width, 1, 10))
+        put("augmix_severity", whole("augmix_severity", self.augmix_severity, 1, 10))
+        put("augmix_width", whole("augmix_width", self.augmix_width, 1, 10))
         if self.augmix_depth != -1:
-            put("augmix_depth", _integer("augmix_depth (or -1 for random)", self.augmix_depth, 1, 10))
+            put("augmix_depth", whole("augmix_depth (or -1 for random)", self.augmix_depth, 1, 10))
         for name in ("mixup_alpha", "cutmix_alpha"):
             put(name, _in_range(name, getattr(self, name), 0.0, 100.0))
         sizes = self.multi_scale_sizes
         if not isinstance(sizes, (list, tuple)):
             raise ConfigError(f"multi_scale_sizes must be a list of sizes in px, got {sizes!r}.")
-        put("multi_scale_sizes", tuple(_integer("multi_scale_sizes entry", s, MIN_SIDE, 4096) for s in sizes))
-        put("tail_threshold", _integer("tail_threshold", self.tail_threshold, 0, 10**9))
+        put("multi_scale_sizes", tuple(whole("multi_scale_sizes entry", s, MIN_SIDE, 4096) for s in sizes))
+        put("tail_threshold", whole("tail_threshold", self.tail_threshold, 0, 10**9))
         put("tail_recipe", _canonical_tail_recipe(self.tail_recipe))
 
     # A dict field makes the generated hash fail; hash the canonical JSON instead.
@@ -254,7 +214,7 @@ PRESETS: dict[str, AugmentConfig] = {
 # --- per-sample transform ----------------------------------------------------------------------
 
 def _check_spec(size: int, channels: int, mean: Sequence[float], std: Sequence[float]) -> None:
-    _integer("size", size, 1, 4096)
+    whole("size", size, 1, 4096)
     _choice("channels", str(channels), ("1", "3"))
     if len(mean) != channels or len(std) != channels:
         raise ConfigError(f"mean and std need {channels} value(s) each, got {list(mean)} and {list(std)}.")
@@ -408,8 +368,8 @@ class BatchTransform:
 
 def build_batch_transform(cfg: AugmentConfig, *, num_classes: int, size: int) -> BatchTransform | None:
     """None when no batch-level op is on. ``size`` is the per-sample output side (for checks)."""
-    _integer("num_classes", num_classes, 1, 10**6)
-    _integer("size", size, 1, 4096)
+    whole("num_classes", num_classes, 1, 10**6)
+    whole("size", size, 1, 4096)
     ops = _mix_ops(cfg, num_classes) if cfg.batch_mix else []
     if not ops and not cfg.multi_scale_sizes:
         return None
@@ -512,7 +472,7 @@ def preview(cfg: AugmentConfig, images: Sequence[Any], labels: Sequence[int], *,
     Same seed -> byte-identical; torch's global RNG is left as it was."""
     if len(images) != len(labels):
         raise ValueError(f"got {len(images)} images but {len(labels)} labels.")
-    _integer("n", n, 0, 1000)
+    whole("n", n, 0, 1000)
     train = build_train_transform(cfg, size=size, channels=channels, mean=mean, std=std,
                                   class_counts=class_counts)
     evaluate = eval_transform(EvalSpec(size, channels, tuple(mean), tuple(std)))

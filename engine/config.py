@@ -7,28 +7,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import tomllib
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
 import tomli_w
 
-
-class ConfigError(ValueError):
-    """A setting has a value we do not accept. The message names the allowed values."""
-
-
-def _choice(name: str, value: str, allowed: tuple[str, ...] | list[str]) -> None:
-    if value not in allowed:
-        raise ConfigError(f"Invalid {name} {value!r}. Valid choices: {', '.join(allowed)}.")
-
-
-def _positive(name: str, value: float, *, allow_zero: bool = False) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-        raise ConfigError(f"{name} must be a number, got {value!r}.")
-    if value < 0 or (value == 0 and not allow_zero):
-        raise ConfigError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value!r}.")
+from engine.errors import ConfigError, choice as _choice, positive as _positive, whole  # noqa: F401 — ConfigError re-exported
 
 
 AUTO = "auto"  # a setting resolved from the data by engine.defaults.resolve when a run starts
@@ -206,10 +191,6 @@ class TrainConfig:
         self._check_registries()
 
     def _check_schedule(self) -> None:
-        def whole(name: str, v, low: int) -> None:
-            if isinstance(v, bool) or not isinstance(v, int) or v < low:
-                raise ConfigError(f"{name} must be a whole number >= {low}, got {v!r}.")
-
         whole("step_size", self.step_size, 1)
         whole("plateau_patience", self.plateau_patience, 0)
         whole("freeze_backbone_epochs", self.freeze_backbone_epochs, 0)

@@ -94,3 +94,19 @@ def test_recipe_round_trips_through_toml():
     cfg = TrainConfig(augment={"hflip_prob": 0.5, "mixup_alpha": 0.2, "tail_threshold": 20,
                                "tail_recipe": {"auto_policy": "randaugment"}})
     assert train_config_from_toml(to_toml(cfg)) == cfg
+
+
+def test_one_home_for_input_errors():
+    """config, augment and the imbalance checks raise the same ConfigError from engine.errors,
+    and config no longer needs augment to be imported for its error type (nor augment config)."""
+    import ast
+    from pathlib import Path
+
+    from engine import errors
+    from engine.augment import AugmentConfig
+    assert ConfigError is errors.ConfigError
+    with pytest.raises(errors.ConfigError, match="whole number from 0 to 256"):
+        AugmentConfig(crop_padding=-1)
+    src = ast.parse((Path(__file__).parent.parent / "engine" / "augment.py").read_text())
+    imported = {n.module for n in ast.walk(src) if isinstance(n, ast.ImportFrom)}
+    assert "engine.config" not in imported

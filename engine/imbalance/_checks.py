@@ -7,15 +7,13 @@ be inf or NaN, so such counts raise ``ValueError`` naming the offending class in
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
 
-def _is_real(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+from engine.errors import is_real as _is_real  # noqa: E402,F401 — one home for the number check
 
 
 def _to_list(values: Any, what: str) -> list:
