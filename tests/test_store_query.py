@@ -201,3 +201,23 @@ def test_minmax_by_hand():
     for n, cap in ((1000, 7), (1001, 100), (5, 3)):  # never over the cap
         ys = [((i * 7919) % 101) / 3 for i in range(n)]
         assert len(minmax_indices(ys, cap)) <= cap
+
+
+def test_query_runs_shows_a_dead_worker_as_failed(db_store):
+    s = db_store
+    run = s.create_run({}, name="r")
+    s.mark_running(run.id)
+    with s.session() as ss:
+        row = ss.get(RunRow, run.id)
+        row.host, row.heartbeat_at = "elsewhere", datetime.utcnow() - timedelta(seconds=60)
+    page = s.query_runs(RunQuery(statuses=("failed",)))
+    assert [r.id for r in page.runs] == [run.id] and "No heartbeat" in page.runs[0].error
+
+
+def test_curves_by_epoch_give_none_where_no_epoch_was_logged(db_store):
+    s = db_store
+    run = s.create_run({}, name="posthoc-like")
+    s.log_metrics(run.id, {"val/bal_acc": 0.5}, step=0)  # no epoch
+    s.log_metrics(run.id, {"val/bal_acc": 0.6}, step=1, epoch=1.0)
+    c = s.curves([run.id], "val/bal_acc", x="epoch")[run.id]
+    assert (c.x, c.y, c.step) == ([None, 1.0], [0.5, 0.6], [0, 1])

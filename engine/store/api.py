@@ -336,6 +336,7 @@ class Store:
         """One page of runs matching ``q`` and the number of matches (see RunQuery)."""
         if q.limit < 0 or q.offset < 0:
             raise ValueError("offset and limit cannot be negative.")
+        self.reap_stale()  # as list_runs: a run whose worker is gone shows as failed
         conds = []
         for col, values in ((RunRow.status, q.statuses), (RunRow.kind, q.kinds),
                             (RunRow.dataset_version_id, q.dataset_version_ids),
@@ -431,7 +432,7 @@ class Store:
             if x == "step":
                 xs = [float(v) for v in steps]
             elif x == "epoch":
-                xs = [float(e) if e is not None else math.nan for e in epochs]
+                xs = [float(e) if e is not None else None for e in epochs]  # None: not logged
             else:
                 xs = [t - start[run_id] for t in tss]
             keep = minmax_indices(ys, max_points)

@@ -122,6 +122,6 @@ class RunPage:
 @dataclass(frozen=True)
 class Curve:
     """One run's series of one metric key, downsampled; y None = a gap (a non-finite value)."""
-    x: list[float]  # step, epoch, or seconds since the run's first metric
+    x: list[float | None]  # step, epoch (None where none was logged), or seconds since the run's first metric
     y: list[float | None]
     step: list[int]
