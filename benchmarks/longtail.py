@@ -96,7 +96,7 @@ def run_seed(store, dataset: str, seed: int, args) -> dict[str, dict[str, float]
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
-    values = [v for v in values if not math.isnan(v)]
+    values = [v for v in values if v is not None and not math.isnan(v)]  # the store gives None for NaN
     if not values:
         return math.nan, math.nan
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
