@@ -200,6 +200,8 @@ def _height(rows: int) -> int:
 
 
 def class_table(c: cmp.Comparison):
+    """Each class's test recall per run (its change vs the baseline in points), classes in
+    training-count order; a seed group adds a "mean ± std" column."""
     import pandas as pd
     from dashboard.charts import GROUP_LABELS
     rows = []
@@ -213,6 +215,9 @@ def class_table(c: cmp.Comparison):
             if r.id != c.baseline and d is not None:
                 cell += f" ({d:+.1f})"
             row[r.label] = cell
+        for g in c.groups:
+            if g.size > 1:
+                row[f"{g.label}: mean ± std"] = _stat(cmp.mean_std(cl.recall.get(i) for i in g.run_ids), "")
         rows.append(row)
     return pd.DataFrame(rows)
 

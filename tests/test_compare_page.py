@@ -74,6 +74,11 @@ def test_link_opens_the_same_view(store):
         "balanced": "65.0 ± 7.1%", "head": "90.0 ± 0.0%", "medium": "55.0 ± 7.1%",
         "tail": "30.0 ± 14.1%", "macro-F1": "60.0 ± 7.1%", "ECE": "0.040 ± 0.014"}
     assert "has no class dog" in text(at)
+    per_class = at.dataframe[2].value.set_index("class")
+    assert per_class.loc["cat", "a × 2 seeds: mean ± std"] == "85.0 ± 7.1%"
+    assert per_class.loc["cat", f"a · {a.id[:6]}"] == "80.0% (+10.0)"  # vs baseline c: 70%
+    assert per_class.loc["dog", f"c · {c.id[:6]}"] == "gap"
+    assert per_class.loc["bird", "training images"] == 5
 
 
 def test_changes_go_back_to_the_url(store):
@@ -134,3 +139,15 @@ def test_more_than_twenty_in_a_link(store):
     assert "names 22 runs; Compare shows at most 20: the first 20 are selected" in text(at)
     assert at.multiselect(key="compare.runs").value == [a.id, b.id]
     assert "18 runs in this link no longer exist" in text(at)
+
+
+def test_runs_without_metrics_yet(store):
+    """Two runs still queued: nothing logged, no per-class results: notes, not errors."""
+    a = store.create_run({"model": "compact_cnn", "seed": 0}, name="q1")
+    b = store.create_run({"model": "compact_cnn", "seed": 1}, name="q2")
+    at = page(runs=f"{a.id},{b.id}")
+    assert not at.exception
+    t = text(at)
+    assert "logged no metrics yet" in t and "None of these runs has per-class test results" in t
+    assert "Not finished" in t
+    assert list(at.dataframe[0].value["overall"]) == ["—", "—"]
