@@ -184,7 +184,8 @@ class ArrayBatches:
 
     def __iter__(self):
         idx = self.order() if self.order is not None else torch.arange(len(self.labels))
-        for i in range(len(self)):
+        n = len(idx)  # a data-parallel rank's order is its share only
+        for i in range(n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)):
             b = idx[i * self.batch_size:(i + 1) * self.batch_size]
             yield (self.images[b].float() - self.mean) * self.inv_std, self.labels[b]
 
@@ -396,6 +397,39 @@ def resolve_for_data(cfg: TrainConfig, data: PreparedData | None, *, dashboard: 
     return cfg, data, res.summary if res else ""
 
 
+@dataclass(frozen=True)
+class Dist:
+    """This process's place in data-parallel training (torchrun sets RANK / WORLD_SIZE /
+    LOCAL_RANK); world 1 is plain training."""
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def distributed(device_name: str) -> Dist:
+    """Join the process group torchrun describes in the environment (gloo on CPU, nccl on CUDA)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    import torch.distributed as tdist
+    d = Dist(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+    if not tdist.is_initialized():
+        cuda = device_name in ("auto", "cuda") and torch.cuda.is_available()
+        if cuda:
+            torch.cuda.set_device(d.local_rank)
+        tdist.init_process_group("nccl" if cuda else "gloo")
+    return d
+
+
+def _shard(order: torch.Tensor, d: Dist) -> torch.Tensor:
+    """This rank's share of an epoch's order: every world-th index, all shares the same length."""
+    return order[d.rank::d.world][: len(order) // d.world]
+
+
 class ResumeError(RuntimeError):
     """A run cannot be resumed from its checkpoint (missing, corrupted, or from other settings)."""
 
@@ -423,11 +457,22 @@ def fit(cfg: TrainConfig, callbacks: Sequence[Callback] = (), *,
     schedule, early-stopping and random state) at the epoch after it."""
     seed_everything(cfg.seed)
     set_deterministic(cfg.deterministic)
+    dist = distributed(cfg.device)
     device = resolve_device(cfg.device)
+    if dist.world > 1 and device.type == "cuda":
+        device = torch.device("cuda", dist.local_rank)
     ck = load_resume_checkpoint(Path(checkpoint_dir) / "last.pt") if resume and checkpoint_dir else None
+    if not dist.main:  # rank 0 reports and writes checkpoints; the others only train
+        callbacks = []
+    if dist.world > 1:
+        import torch.distributed as tdist
+        if not dist.main:
+            tdist.barrier()  # rank 0 prepares (and caches) the data first
 
     # data (and the settings the data decides)
     cfg, data, auto = resolve_for_data(cfg, data)
+    if dist.world > 1 and dist.main:
+        tdist.barrier()
     # OpenMP threads spin-wait: on a small machine that also serves the dashboard, one thread
     # per spare core is much faster than one per core (3x measured on 2 shared cores).
     torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 2) - 1))
@@ -519,7 +564,8 @@ def fit(cfg: TrainConfig, callbacks: Sequence[Callback] = (), *,
     # optimizer + per-step schedule
     optimizer = build_optimizer(cfg, model)
     n_train = len(train_labels)
-    steps_per_epoch = n_train // cfg.batch_size if drop_last else math.ceil(n_train / cfg.batch_size)
+    n_local = n_train // dist.world  # images per rank and epoch
+    steps_per_epoch = n_local // cfg.batch_size if drop_last else math.ceil(n_local / cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
     warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
     state = FitState(cfg, data, model, device, total_steps=total, steps_per_epoch=steps_per_epoch,
@@ -527,7 +573,7 @@ def fit(cfg: TrainConfig, callbacks: Sequence[Callback] = (), *,
                      plateau=Plateau(cfg.plateau_patience, cfg.plateau_factor) if cfg.scheduler == "plateau" else None,
                      early=EarlyStopping(cfg.early_stop_patience) if cfg.early_stop_patience else None,
                      scaler=torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None)
-    checkpointer = Checkpointer(checkpoint_dir) if checkpoint_dir else None
+    checkpointer = Checkpointer(checkpoint_dir) if checkpoint_dir and dist.main else None
     if ck is not None:
         r = ck["resume"]
         optimizer.load_state_dict(r["optimizer"])
@@ -545,6 +591,12 @@ def fit(cfg: TrainConfig, callbacks: Sequence[Callback] = (), *,
         notes.append(f"resumed after epoch {state.start_epoch} of {cfg.epochs} (step {state.step:,})")
     callbacks = compress_callbacks + list(callbacks) + ([checkpointer] if checkpointer else [])
     backbone = backbone_and_head(model)[0]
+    train_model = model
+    if dist.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+        train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        notes.append(f"data-parallel on {dist.world} processes ({'nccl' if device.type == 'cuda' else 'gloo'}); "
+                     f"each trains on {n_local:,} images per epoch")
 
     def set_lr() -> None:
         lr = lr_at(state.step, total=total, warmup=warmup, peak=cfg.lr, schedule=cfg.scheduler,
@@ -556,7 +608,17 @@ def fit(cfg: TrainConfig, callbacks: Sequence[Callback] = (), *,
     def on_step(loss: float) -> None:
         state.step += 1
         state.loss = loss
-        _emit(callbacks, "on_step_end", state)
+        if dist.world == 1:
+            _emit(callbacks, "on_step_end", state)
+            return
+        flag = torch.zeros(1)
+        try:  # a cancel on rank 0 must stop every rank at the same step, not strand them in allreduce
+            _emit(callbacks, "on_step_end", state)
+        except CancelFit:
+            flag += 1
+        tdist.all_reduce(flag)
+        if flag.item():
+            raise CancelFit()
 
     _emit(callbacks, "on_fit_start", state)
     for epoch in range(state.start_epoch, cfg.epochs):
@@ -567,8 +629,17 @@ def fit(cfg: TrainConfig, callbacks: Sequence[Callback] = (), *,
             p.requires_grad_(not frozen and (cfg.train_scope == "all"))
         sampler = imbalance.create_sampler(train_labels, cfg.sampler, epoch=epoch,
                                            total_epochs=cfg.epochs, seed=cfg.seed + epoch)
-        if train_arrays is not None:
-            g = torch.Generator().manual_seed(cfg.seed + epoch)
+        g = torch.Generator().manual_seed(cfg.seed + epoch)
+        if dist.world > 1:  # one order for all ranks (same seeds), each rank its share
+            order = torch.as_tensor(list(sampler)) if sampler is not None else torch.randperm(n_train, generator=g)
+            shard = _shard(order, dist)
+            if train_arrays is not None:
+                train_arrays.order = lambda: shard
+                loader = train_arrays
+            else:
+                loader = make_loader(train_ds, batch_size=cfg.batch_size, shuffle=False, sampler=shard.tolist(),
+                                     num_workers=workers, drop_last=drop_last)
+        elif train_arrays is not None:
             train_arrays.order = (lambda: torch.as_tensor(list(sampler))) if sampler is not None else \
                 (lambda: torch.randperm(n_train, generator=g))
             loader = train_arrays
@@ -576,12 +647,15 @@ def fit(cfg: TrainConfig, callbacks: Sequence[Callback] = (), *,
             loader = make_loader(train_ds, batch_size=cfg.batch_size, shuffle=True, sampler=sampler,
                                  seed=cfg.seed + epoch, num_workers=workers, drop_last=drop_last)
         try:
-            tr = train_one_epoch(model, criterion, optimizer, loader, device, set_lr=set_lr,
+            tr = train_one_epoch(train_model, criterion, optimizer, loader, device, set_lr=set_lr,
                                  batch_transform=batch_t, on_step=on_step, teacher=teacher,
                                  grad_clip=cfg.grad_clip, amp_dtype=amp_dtype, scaler=state.scaler,
                                  channels_last=channels_last)
         except NonFiniteLoss as e:
             raise NonFiniteLoss(f"Step {state.step + 1:,} (epoch {epoch + 1}): {e}") from None
+        if dist.world > 1:  # BatchNorm statistics: rank 0's everywhere, so every rank evaluates the same model
+            for b in model.buffers():
+                tdist.broadcast(b, 0)
         val = evaluate(model, val_epoch_loader, device)
         metrics = {"train/loss": tr["loss"], "train/acc": tr["acc"],
                    **val.metrics(data.num_classes, groups, prefix="val/"),
@@ -591,6 +665,10 @@ def fit(cfg: TrainConfig, callbacks: Sequence[Callback] = (), *,
         if state.plateau is not None:
             state.plateau.update(metrics.get("val/bal_acc"), epoch)
         stop = state.early is not None and state.early.update(watched, epoch)
+        if dist.world > 1:  # rank 0 decides
+            flag = torch.tensor([float(stop)])
+            tdist.broadcast(flag, 0)
+            stop = bool(flag.item())
         state.history.append(metrics)
         _emit(callbacks, "on_epoch_end", state, metrics)
         if stop:
@@ -601,6 +679,8 @@ def fit(cfg: TrainConfig, callbacks: Sequence[Callback] = (), *,
 
     # final: the best checkpoint (by validation balanced accuracy) on the test split
     best = Path(checkpoint_dir) / "best.pt" if checkpoint_dir else None
+    if dist.world > 1:
+        tdist.barrier()  # rank 0 has written best.pt
     if best is not None and best.exists():
         model.load_state_dict(torch.load(best, map_location=device, weights_only=True)["model_state"])
     test_eval = evaluate(model, test_loader, device)
@@ -608,6 +688,8 @@ def fit(cfg: TrainConfig, callbacks: Sequence[Callback] = (), *,
     test = test_eval.metrics(data.num_classes, groups)
     result = FitResult(state, test, test_eval, val_eval)
     _emit(callbacks, "on_fit_end", state, result)
+    if dist.world > 1:
+        tdist.barrier()
     return result
 
 
