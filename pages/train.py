@@ -6,7 +6,7 @@ import streamlit as st
 from dashboard import augment_ui, runs_ui, state, views
 from dashboard.ui import status_badge
 from engine import jobs
-from engine.config import OPTIMIZERS, ConfigError, TrainConfig
+from engine.config import OPTIMIZER_LABELS, OPTIMIZERS, ConfigError, TrainConfig
 from engine.imbalance import SAMPLERS, list_losses
 from engine.models import list_models
 from engine.store import RunStatus
@@ -18,7 +18,7 @@ models = {m.name: m for m in list_models()}
 losses = {l.name: l for l in list_losses()}
 OPTIONS = {"train.model": [AUTO, *models], "train.opt": [AUTO, *OPTIMIZERS], "train.loss": [AUTO, *losses],
            "train.sampler": list(SAMPLERS), "train.sched": ["cosine", "constant"], "train.channels": [AUTO, 1, 3]}
-OPT_LABELS = {AUTO: "Auto", "sgd": "SGD (momentum 0.9)", "adamw": "AdamW"}
+OPT_LABELS = {AUTO: "Auto", **OPTIMIZER_LABELS, "sgd": "SGD (momentum 0.9)"}
 clone = runs_ui.apply_clone(OPTIONS)  # "Clone settings into Train" on Runs: fills the widgets below once
 data_cfg = state.current_data_config()
 D = TrainConfig.__dataclass_fields__  # defaults come from the dataclass, not from this page
