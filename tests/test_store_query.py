@@ -82,6 +82,8 @@ def test_labels_must_all_match(five):
     assert _names(s.query_runs(RunQuery(labels=("seed-1",))), ids) == ["b", "a"]
     assert _names(s.query_runs(RunQuery(labels=("baseline", "seed-1"))), ids) == ["a"]
     assert _names(s.query_runs(RunQuery(labels=("baseline", "nope"))), ids) == []
+    # one text instead of a tuple means that one value, not its characters
+    assert _names(s.query_runs(RunQuery(labels="baseline", models="resnet18")), ids) == ["e", "a"]
 
 
 def test_text_search_in_name_id_notes_and_labels(five):
@@ -135,6 +137,8 @@ def test_rename_notes_star_labels(db_store):
         s.set_labels(run.id, ["ok", "   "])
     with pytest.raises(ValueError, match="at most 64"):
         s.set_labels(run.id, ["x" * 65])
+    with pytest.raises(ValueError, match=r"a list of texts, e.g. \['tail'\]"):
+        s.set_labels(run.id, "tail")
     assert s.get_run(run.id).labels == ("ablation", "ldam", "tail")  # nothing changed
     s.set_labels(run.id, ["only"])  # replaces
     assert s.get_run(run.id).labels == ("only",)

@@ -67,6 +67,8 @@ NOTES_MAX = 20_000
 def clean_labels(labels: Iterable[str]) -> list[str]:
     """Stripped, deduplicated (first spelling wins), in the given order; ValueError for an
     empty or over-long label."""
+    if isinstance(labels, str):  # "tail" would otherwise become the tags t, a, i, l
+        raise ValueError(f"Tags are a list of texts, e.g. [{labels!r}], not one text.")
     out: list[str] = []
     for raw in labels:
         if not isinstance(raw, str):
@@ -342,8 +344,9 @@ class Store:
                             (RunRow.dataset_version_id, q.dataset_version_ids),
                             (RunRow.model, q.models), (RunRow.loss, q.losses)):
             if values:
-                conds.append(col.in_(list(values)))
-        for label in dict.fromkeys(lb.strip() for lb in q.labels if lb.strip()):
+                conds.append(col.in_([values] if isinstance(values, str) else list(values)))
+        labels = (q.labels,) if isinstance(q.labels, str) else q.labels
+        for label in dict.fromkeys(lb.strip() for lb in labels if lb.strip()):
             conds.append(exists().where(RunLabelRow.run_id == RunRow.id, RunLabelRow.label == label))
         if q.starred_only:
             conds.append(RunRow.starred.is_(True))
