@@ -269,6 +269,13 @@ def compare(store, run_ids: Sequence[str], *, baseline: str | None = None,
         raise CompareError(f"Compare takes at most {MAX_RUNS} runs; {len(requested)} were given. "
                            "Pick fewer (e.g. one seed group or one loss at a time).")
     found, missing = resolve_ids(store, requested, min_prefix=min_prefix)
+    runs = []
+    for i in found:  # a run may be deleted between the lookup and now
+        try:
+            runs.append(store.get_run(i))
+        except RunNotFound:
+            missing.append(i)
+    found = [r.id for r in runs]
     if missing and not allow_missing:
         raise CompareError("No run with id " + ", ".join(repr(m) for m in missing)
                            + " (see: taillab runs list).")
@@ -277,7 +284,6 @@ def compare(store, run_ids: Sequence[str], *, baseline: str | None = None,
                            f"{len(found)} {'was' if len(found) == 1 else 'were'} found"
                            + (f" ({len(missing)} no longer exist{'s' if len(missing) == 1 else ''})"
                               if missing else "") + ".")
-    runs = [store.get_run(i) for i in found]
     base = runs[0].id
     if baseline:
         b, bad = resolve_ids(store, [baseline], min_prefix=min_prefix)

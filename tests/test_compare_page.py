@@ -58,6 +58,10 @@ def test_link_opens_the_same_view(store):
     assert group["x"] == [10.0, 20.0, 30.0]
     # EMA 0.5 of a = 50, 60, 70 and b = 70, 80, 90 (%), debiased: first points equal, mean 60
     assert group["y"][0] == pytest.approx(60.0)
+    lower = next(t for t in curves["data"] if t.get("fill") == "tonexty")  # the ±1 std band
+    assert lower["y"][0] == pytest.approx(60.0 - 14.1421356)  # sample std of 50 and 70
+    assert [t.get("name") for t in curves["data"] if t.get("showlegend") is not False] == [
+        "a × 2 seeds (mean ± std)", "c · " + c.id[:6]]
     heat = next(f for t, f in figs.items() if t.startswith("Per-class recall change vs baseline c · "))
     trace = heat["data"][0]
     assert trace["x"] == ["cat", "dog", "bird"] and trace["zmid"] == 0
