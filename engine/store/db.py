@@ -18,6 +18,7 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, event, inspect, make_url
 from sqlalchemy.engine import Engine
+from sqlalchemy.pool import NullPool
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 log = logging.getLogger("engine.store")
@@ -97,8 +98,6 @@ def upgrade(engine: Engine) -> None:
     #   failed or killed upgrade leaves the old schema intact (sqlite3 would otherwise commit each
     #   ALTER on its own), and a second process opening the old database at the same moment
     #   waits for the write lock, then finds it upgraded and does nothing.
-    from sqlalchemy.pool import NullPool
-
     mig = create_engine(engine.url, poolclass=NullPool,
                         connect_args={"timeout": 30, "isolation_level": None})
     try:
@@ -263,7 +262,6 @@ def prepare(url: str) -> tuple[Engine, str | None]:
         if existing:
             rev = _inspect_sqlite(path)
             _refuse_newer(str(path), rev)
-        head = known_revisions()[1]
         if rev is not None and rev != head:
             backup = backup_sqlite(path, rev)
             notice = (f"Upgraded the TailLab database {path} from schema {rev} to {head}; "
@@ -279,7 +277,6 @@ def prepare(url: str) -> tuple[Engine, str | None]:
             raise StoreError(f"Cannot open the TailLab database at {where}: "
                              f"{type(e).__name__}: {str(e).splitlines()[0]}") from None
         _refuse_newer(engine.url.render_as_string(hide_password=True), rev)
-        head = known_revisions()[1]
         if rev is not None and rev != head:
             notice = (f"Upgraded the TailLab database at "
                       f"{engine.url.render_as_string(hide_password=True)} from schema {rev} to "
@@ -294,7 +291,8 @@ def prepare(url: str) -> tuple[Engine, str | None]:
     except Exception as e:  # noqa: BLE001 - a migration that fails: say what and keep the data
         engine.dispose()
         raise StoreError(
-            f"Upgrading the TailLab database {path or '(server)'} to schema {head} failed: "
+            f"Upgrading the TailLab database "
+            f"{path or engine.url.render_as_string(hide_password=True)} to schema {head} failed: "
             f"{type(e).__name__}: {str(e).splitlines()[0]}. The upgrade was rolled back; the "
             "database is as it was" + (f" (a copy is at {backup})." if backup else ".")) from None
     if notice:
