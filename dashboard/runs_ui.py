@@ -352,10 +352,22 @@ def train_widget_values(cfg, options: Mapping[str, list] | None = None) -> tuple
         "train.size": None if cfg.data.image_size is None else int(cfg.data.image_size),
         "train.channels": AUTO if cfg.data.channels is None else int(cfg.data.channels),
         "train.name": "",
+        "train.momentum": float(cfg.momentum), "train.nesterov": bool(cfg.nesterov),
+        "train.step_size": int(cfg.step_size), "train.milestones": ", ".join(str(m) for m in cfg.milestones),
+        "train.gamma": float(cfg.gamma), "train.plateau_patience": int(cfg.plateau_patience),
+        "train.plateau_factor": float(cfg.plateau_factor), "train.es": int(cfg.early_stop_patience or 0),
+        "train.es_metric": cfg.early_stop_metric, "train.clip": float(cfg.grad_clip or 0.0),
+        "train.smooth": float(cfg.label_smoothing), "train.pretrained": bool(cfg.pretrained),
+        "train.freeze": int(cfg.freeze_backbone_epochs), "train.bb_mult": float(cfg.backbone_lr_mult),
+        "train.weights": cfg.weights_file or "", "train.device": cfg.device, "train.precision": cfg.precision,
+        "train.chlast": cfg.channels_last, "train.det": bool(cfg.deterministic),
     }
     ranges = {"train.epochs": (1, 1000), "train.batch": (1, 4096), "train.lr": (1e-6, 10.0),
               "train.wd": (0.0, 1.0), "train.warmup": (0.0, 100.0), "train.drw": (0, 1000),
-              "train.size": (8, 1024), "train.seed": (0, 2**31 - 1)}
+              "train.size": (8, 1024), "train.seed": (0, 2**31 - 1), "train.momentum": (0.0, 0.999),
+              "train.step_size": (1, 1000), "train.gamma": (0.001, 0.999), "train.plateau_patience": (0, 100),
+              "train.plateau_factor": (0.001, 0.999), "train.es": (0, 1000), "train.clip": (0.0, 1000.0),
+              "train.smooth": (0.0, 0.99), "train.freeze": (0, 1000), "train.bb_mult": (0.0, 1.0)}
     skipped = []
     for k, (lo, hi) in ranges.items():
         v = vals[k]
@@ -417,7 +429,10 @@ def carried(cfg) -> list[str]:
     """Settings of the clone the Train page has no widget for, as 'name value' (non-default ones)."""
     from engine.config import TrainConfig
     shown = {"data", "name", "model", "epochs", "batch_size", "lr", "optimizer", "seed", "loss", "loss_params",
-             "sampler", "weight_decay", "scheduler", "warmup_epochs", "drw_epoch", "augment", *NOT_CLONED}
+             "sampler", "weight_decay", "scheduler", "warmup_epochs", "drw_epoch", "augment", "momentum", "nesterov",
+             "step_size", "milestones", "gamma", "plateau_patience", "plateau_factor", "early_stop_patience",
+             "early_stop_metric", "grad_clip", "label_smoothing", "pretrained", "freeze_backbone_epochs",
+             "backbone_lr_mult", "weights_file", "device", "precision", "channels_last", "deterministic", *NOT_CLONED}
     d = TrainConfig()
     out = [f"{f} {getattr(cfg, f)!r}" for f in TrainConfig.__dataclass_fields__
            if f not in shown and getattr(cfg, f) != getattr(d, f)]

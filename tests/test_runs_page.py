@@ -349,6 +349,7 @@ def test_clone_fills_the_train_page_and_launches_those_settings(history):
     from engine import jobs
     at, store, ids = history
     rid = _make(store, "to-clone", model="small_cnn", loss="focal", seed=7, momentum=0.8, warmup_epochs=1.0,
+                log_every=5, scheduler="multistep", milestones=[2, 4], early_stop_patience=3, grad_clip=2.0,
                 sampler="class_balanced", data={"imbalance_ratio": 20.0, "image_size": 28, "channels": 1},
                 loss_params={"gamma": 1.5})
     run = store.get_run(rid)
@@ -367,7 +368,10 @@ def test_clone_fills_the_train_page_and_launches_those_settings(history):
     assert at.number_input(key="train.size").value == 28
     assert at.number_input(key="train.lp.focal.gamma").value == 1.5
     assert any("cloned from run to-clone" in m.value for m in at.markdown)
-    assert any("momentum 0.8" in c.value for c in at.caption)  # carried without a widget, and said so
+    assert at.number_input(key="train.momentum").value == 0.8
+    assert at.selectbox(key="train.sched").value == "multistep" and at.text_input(key="train.milestones").value == "2, 4"
+    assert (at.number_input(key="train.es").value, at.number_input(key="train.clip").value) == (3, 2.0)
+    assert any("log_every 5" in c.value for c in at.caption)  # carried without a widget, and said so
     assert "ratio 20" in at.sidebar.markdown[1].value or any("imbalance ratio 20" in c.value for c in at.caption)
     at.switch_page("../pages/train.py")  # AppTest's later runs stay on Train (the script switched to it)
     at.number_input(key="train.epochs").set_value(1).run()  # one change on top of the clone
