@@ -59,6 +59,8 @@ class FitState:
     notes: list[str] = field(default_factory=list)  # what else the run should say (weights loaded, early stop)
     stopped_early: int | None = None  # the epoch (1-based) after which early stopping ended training
     start_epoch: int = 0  # > 0 when resumed from a checkpoint
+    last_val: EvalResult | None = None  # this epoch's validation outputs (per-class bars while training)
+    images_seen: int = 0  # training images processed by this process (images per second)
 
 
 @dataclass
@@ -608,6 +610,7 @@ def fit(cfg: TrainConfig, callbacks: Sequence[Callback] = (), *,
     def on_step(loss: float) -> None:
         state.step += 1
         state.loss = loss
+        state.images_seen += cfg.batch_size
         if dist.world == 1:
             _emit(callbacks, "on_step_end", state)
             return
@@ -657,6 +660,7 @@ def fit(cfg: TrainConfig, callbacks: Sequence[Callback] = (), *,
             for b in model.buffers():
                 tdist.broadcast(b, 0)
         val = evaluate(model, val_epoch_loader, device)
+        state.last_val = val
         metrics = {"train/loss": tr["loss"], "train/acc": tr["acc"],
                    **val.metrics(data.num_classes, groups, prefix="val/"),
                    "lr": optimizer.param_groups[-1]["lr"]}
