@@ -26,10 +26,13 @@ def url_ids(raw: str | None) -> list[str]:
 
 def _sync_from_url(name: str, value) -> None:
     """Put ``value`` (parsed from the query string) into the widget's state when the URL changed
-    since we last read it (first visit, a pasted link); a user's change is written back by
-    _to_url, so it is not undone here."""
+    since we last read it (first visit, a pasted link) or the widget has no state; a user's
+    change is written back by _to_url, so it is not undone here."""
     raw = st.query_params.get(name)
-    if st.session_state.get(f"compare.{name}.url", "<unset>") != raw:
+    # Streamlit drops a widget's state on a page it left: back from Runs with the same link,
+    # the URL is unchanged but the widget must be filled again
+    if (f"compare.{name}" not in st.session_state
+            or st.session_state.get(f"compare.{name}.url", "<unset>") != raw):
         st.session_state[f"compare.{name}.url"] = raw
         st.session_state[f"compare.{name}"] = value
 

@@ -155,3 +155,21 @@ def test_runs_without_metrics_yet(store):
     assert "logged no metrics yet" in t and "None of these runs has per-class test results" in t
     assert "Not finished" in t
     assert list(at.dataframe[0].value["overall"]) == ["—", "—"]
+
+
+def test_back_from_runs_with_the_same_link(store):
+    """Runs -> Compare -> Runs -> Compare with the same selection: Streamlit dropped the widgets'
+    state on the way, the unchanged link must fill them again."""
+    a, b, c = three_runs(store)
+    at = AppTest.from_file(str(Path(PAGE).parent.parent / "dashboard" / "app.py"), default_timeout=60)
+    at.run()
+    for _ in range(2):
+        at.query_params.clear()
+        at.query_params.update(runs=f"{a.id},{c.id}", x="step")
+        at.switch_page("../pages/compare.py").run()
+        assert not at.exception, at.exception
+        assert at.multiselect(key="compare.runs").value == [a.id, c.id]
+        assert at.radio(key="compare.x").value == "step"
+        at.query_params.clear()
+        at.switch_page("../pages/runs.py").run()
+        assert not at.exception
