@@ -53,7 +53,19 @@ def _store(url: str) -> Store:
 
 
 def store() -> Store:
-    return _store(workspace.db_url())
+    """The workspace's store. A database that cannot be opened (not a database, a newer TailLab's,
+    read-only) stops the page with the store's message; an upgraded one says where its backup is."""
+    from engine.store import StoreError
+
+    try:
+        s = _store(workspace.db_url())
+    except StoreError as e:
+        st.error(f"**The workspace's database cannot be opened; nothing was changed.** {e}")
+        st.stop()
+    if s.upgrade_notice and not st.session_state.get("store.upgrade_shown"):
+        st.session_state["store.upgrade_shown"] = True
+        st.toast(s.upgrade_notice, icon="🗄️")
+    return s
 
 
 @st.cache_resource(show_spinner="Preparing the dataset ...", max_entries=4)

@@ -270,8 +270,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from engine.store.db import StoreError
     try:
         return args.func(args) or 0
+    except StoreError as e:  # not a database, a newer schema, a read-only workspace: nothing was written
+        print(f"taillab: error: {e}", file=sys.stderr)
+        return 2
     except (ConfigError, ValueError, KeyError, FileNotFoundError, TimeoutError, RuntimeError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"taillab: error: {msg}", file=sys.stderr)

@@ -76,3 +76,21 @@ def test_predict_page_without_upload(app):
     _no_errors(at)
     assert at.selectbox(key="predict.run").value == run_id
     assert any("Drop one or more images" in i.value for i in at.info)
+
+
+@pytest.mark.parametrize("page", ["runs", "train", "compare"])
+def test_a_file_that_is_not_a_database_stops_the_page_with_the_message(tmp_path, monkeypatch, page):
+    """A workspace whose taillab.db is not a database: every page says so (the store's message)
+    instead of a traceback, and the file is left as it was."""
+    home = tmp_path / "ws"
+    home.mkdir()
+    (home / "taillab.db").write_bytes(b"not a database\n")
+    monkeypatch.setenv("TAILLAB_HOME", str(home))
+    monkeypatch.delenv("TAILLAB_DB_URL", raising=False)
+    monkeypatch.chdir(os.path.dirname(os.path.dirname(__file__)))
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    at.switch_page(f"../pages/{page}.py").run()
+    _no_errors(at)
+    assert any("cannot be opened" in e.value and "is not a TailLab database" in e.value for e in at.error)
+    assert (home / "taillab.db").read_bytes() == b"not a database\n"
