@@ -16,11 +16,16 @@ class EvalResult:
     loss: float
     logits: np.ndarray  # (N, C) float32
     targets: np.ndarray  # (N,)
+    aux_logits: np.ndarray | None = None  # (N, K): the second head's (multi-task), else None
+    aux_targets: np.ndarray | None = None  # (N,) the second label
 
     def metrics(self, num_classes: int, groups: list[str], prefix: str = "") -> dict[str, float]:
-        return {f"{prefix}{k}": v for k, v in
-                summarize(self.logits.argmax(1), self.targets, num_classes, groups,
-                          loss=self.loss).items()}
+        """The summary figures; with a second head also aux_acc and aux_bal_acc."""
+        out = summarize(self.logits.argmax(1), self.targets, num_classes, groups, loss=self.loss)
+        if self.aux_logits is not None:
+            from engine.multitask import aux_summary
+            out.update(aux_summary(self.aux_logits, self.aux_targets))
+        return {f"{prefix}{k}": v for k, v in out.items()}
 
 
 def per_class_counts(preds: np.ndarray, targets: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -49,20 +54,30 @@ def summarize(preds: np.ndarray, targets: np.ndarray, num_classes: int, groups: 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader, device: torch.device,
-             criterion: nn.Module | None = None) -> EvalResult:
-    """Run ``model`` over ``loader``; loss is plain cross-entropy unless ``criterion`` is given."""
+             criterion: nn.Module | None = None, aux=None) -> EvalResult:
+    """Run ``model`` over ``loader``; loss is plain cross-entropy unless ``criterion`` is given.
+    ``aux`` (an engine.multitask.AuxHead on ``model``, with a loader yielding the second label as
+    a third element): the second head's logits and targets are kept too."""
     model.eval()
     crit = criterion or nn.CrossEntropyLoss()
-    total, n, all_logits, all_targets = 0.0, 0, [], []
-    for images, targets in loader:
-        images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+    total, n, all_logits, all_targets, aux_logits, aux_targets = 0.0, 0, [], [], [], []
+    for batch in loader:
+        images, targets = batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
         logits = model(images)
         total += float(crit(logits, targets)) * len(targets)
         n += len(targets)
         all_logits.append(logits.float().cpu())
         all_targets.append(targets.cpu())
+        if aux is not None:
+            aux_logits.append(aux.logits.float().cpu())
+            aux_targets.append(batch[2].cpu())
     if n == 0:
-        return EvalResult(math.nan, np.zeros((0, 0), np.float32), np.zeros(0, np.int64))
+        k = aux.fc.out_features if aux is not None else 0
+        return EvalResult(math.nan, np.zeros((0, 0), np.float32), np.zeros(0, np.int64),
+                          *((np.zeros((0, k), np.float32), np.zeros(0, np.int64)) if aux is not None else ()))
+    if aux is not None:
+        return EvalResult(total / n, torch.cat(all_logits).numpy(), torch.cat(all_targets).numpy(),
+                          torch.cat(aux_logits).numpy(), torch.cat(aux_targets).numpy())
     return EvalResult(total / n, torch.cat(all_logits).numpy(), torch.cat(all_targets).numpy())
 
 

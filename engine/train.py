@@ -24,6 +24,7 @@ from engine.config import ConfigError, TrainConfig, to_dict
 from engine.data.datasets import ImageDataset, PreparedData, balanced_subset, plan_data, prepare_data
 from engine.evaluate import EvalResult, evaluate, per_class_counts
 from engine.models import classifier, create_model, fit_to_state_dict, load_weights_file
+from engine.multitask import AuxHead, AuxReport, MultiTaskLoss, aux_loss_weight, aux_report
 from engine.schedules import EarlyStopping, Plateau, lr_at  # noqa: F401 — lr_at re-exported
 from engine.transforms import EvalSpec, eval_transform
 
@@ -61,6 +62,7 @@ class FitState:
     start_epoch: int = 0  # > 0 when resumed from a checkpoint
     last_val: EvalResult | None = None  # this epoch's validation outputs (per-class bars while training)
     images_seen: int = 0  # training images processed by this process (images per second)
+    aux: AuxHead | None = None  # multi-task: the second head (engine.multitask), else None
 
 
 @dataclass
@@ -69,6 +71,7 @@ class FitResult:
     test: dict[str, float]
     test_eval: EvalResult
     val_eval: EvalResult
+    aux: AuxReport | None = None  # multi-task: the second head per value on the test split
 
 
 class Callback:
@@ -169,16 +172,19 @@ class ArrayBatches:
     decoded arrays without per-image augmentation, several times faster on small images."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, spec: EvalSpec, *, batch_size: int,
-                 order: Callable[[], torch.Tensor] | None = None, drop_last: bool = False) -> None:
+                 order: Callable[[], torch.Tensor] | None = None, drop_last: bool = False,
+                 aux: torch.Tensor | None = None) -> None:
         self.images, self.labels, self.batch_size, self.order, self.drop_last = images, labels, batch_size, order, drop_last
+        self.aux = aux  # multi-task: second labels, yielded as a third element
         self.mean = torch.tensor(spec.mean, dtype=torch.float32).view(1, -1, 1, 1) * 255.0
         self.inv_std = 1.0 / (torch.tensor(spec.std, dtype=torch.float32).view(1, -1, 1, 1) * 255.0)
 
     @classmethod
-    def from_split(cls, split, spec: EvalSpec, **kw) -> "ArrayBatches":
+    def from_split(cls, split, spec: EvalSpec, *, with_aux: bool = False, **kw) -> "ArrayBatches":
         x = torch.from_numpy(split.images)
         x = x[:, None] if x.ndim == 3 else x.permute(0, 3, 1, 2)
-        return cls(x.contiguous(), torch.from_numpy(split.labels), spec, **kw)
+        aux = torch.from_numpy(split.aux_labels) if with_aux and split.aux_labels is not None else None
+        return cls(x.contiguous(), torch.from_numpy(split.labels), spec, aux=aux, **kw)
 
     def __len__(self) -> int:
         n = len(self.labels)
@@ -189,7 +195,10 @@ class ArrayBatches:
         n = len(idx)  # a data-parallel rank's order is its share only
         for i in range(n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)):
             b = idx[i * self.batch_size:(i + 1) * self.batch_size]
-            yield (self.images[b].float() - self.mean) * self.inv_std, self.labels[b]
+            if self.aux is not None:
+                yield (self.images[b].float() - self.mean) * self.inv_std, self.labels[b], self.aux[b]
+            else:
+                yield (self.images[b].float() - self.mean) * self.inv_std, self.labels[b]
 
 
 def make_loader(dataset, *, batch_size: int, shuffle: bool, sampler=None, seed: int = 0,
@@ -212,13 +221,16 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.opt
     """One pass over ``loader``. Returns {"loss", "acc"} (acc on the un-mixed hard labels).
     ``teacher`` (distillation): its logits on the same, possibly augmented, batch are passed to
     ``criterion`` as a third argument. ``grad_clip``: the gradients' global L2 norm is clipped to
-    it. ``amp_dtype``: forward under autocast (CUDA), with ``scaler`` for fp16."""
+    it. ``amp_dtype``: forward under autocast (CUDA), with ``scaler`` for fp16. A batch with a
+    third element (multi-task: the second label) passes it to ``criterion`` as ``aux_targets``."""
     model.train()
     for m in model.modules():  # a frozen BatchNorm (cRT's backbone) keeps its running statistics
         if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.weight is not None and not m.weight.requires_grad:
             m.eval()
     total_loss, correct, seen = 0.0, 0, 0
-    for images, targets in loader:
+    for batch in loader:
+        images, targets = batch[0], batch[1]
+        aux = batch[2].to(device, non_blocking=True) if len(batch) > 2 else None
         images = images.to(device, non_blocking=True)
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
@@ -230,8 +242,9 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.opt
             set_lr()
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             logits = model(images)
-            loss = criterion(logits.float(), targets) if teacher is None else \
-                criterion(logits.float(), targets, teacher(images).float())
+            args = (logits.float(), targets) if teacher is None else \
+                (logits.float(), targets, teacher(images).float())
+            loss = criterion(*args) if aux is None else criterion(*args, aux_targets=aux)
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
@@ -292,6 +305,9 @@ def save_checkpoint(path: Path, state: FitState, *, metrics: dict, resumable: bo
         "metrics": metrics,
         "dataset_version": d.version_id,
     }
+    if state.aux is not None:  # kept apart, so model_state loads into the plain model
+        payload.update(aux_head_state=state.aux.state_dict(), aux_name=d.aux_name,
+                       aux_class_names=list(d.aux_class_names))
     if resumable:
         payload["resume"] = {
             "optimizer": state.optimizer.state_dict() if state.optimizer is not None else None,
@@ -494,6 +510,15 @@ def fit(cfg: TrainConfig, callbacks: Sequence[Callback] = (), *,
     groups = data.groups()
     spec = data.eval_spec
     train_t, eval_t, batch_t = build_transforms(cfg, spec, counts)
+    multitask = bool(data.aux_name) and data.splits["train"].aux_labels is not None
+    if multitask:
+        aux_weight = aux_loss_weight(cfg)
+        if dist.world > 1:
+            raise ConfigError("Multi-task training (a second label column) runs in one process only, not "
+                              "under torchrun: start it without torchrun, or drop the extra CSV column.")
+        if batch_t is not None:
+            raise ConfigError("MixUp / CutMix mix the images but not the second label of a multi-task "
+                              "dataset: turn them off in the augmentation recipe, or drop the extra CSV column.")
     train_labels = data.splits["train"].labels
     eval_bs = max(cfg.batch_size, 256)
     workers = cfg.num_workers or 0
@@ -508,7 +533,8 @@ def fit(cfg: TrainConfig, callbacks: Sequence[Callback] = (), *,
         pick = balanced_subset(val_split.labels, VAL_PER_CLASS, 0)
         val_epoch_split = Split(labels=val_split.labels[pick],
                                 images=None if val_split.images is None else val_split.images[pick],
-                                root=val_split.root, paths=[val_split.paths[i] for i in pick] if val_split.paths else [])
+                                root=val_split.root, paths=[val_split.paths[i] for i in pick] if val_split.paths else [],
+                                aux_labels=None if val_split.aux_labels is None else val_split.aux_labels[pick])
         val_note = (f"validation each epoch on a fixed balanced subset ({len(pick):,} of "
                     f"{len(val_split):,} images, at most {VAL_PER_CLASS} per class); the whole split at the end")
     else:
@@ -516,16 +542,16 @@ def fit(cfg: TrainConfig, callbacks: Sequence[Callback] = (), *,
 
     def eval_loader(split):
         if split.images is not None:
-            return ArrayBatches.from_split(split, spec, batch_size=eval_bs)
-        return make_loader(ImageDataset(split, spec.channels, eval_t), batch_size=eval_bs, shuffle=False,
-                           num_workers=workers)
+            return ArrayBatches.from_split(split, spec, batch_size=eval_bs, with_aux=multitask)
+        return make_loader(ImageDataset(split, spec.channels, eval_t, with_aux=multitask), batch_size=eval_bs,
+                           shuffle=False, num_workers=workers)
 
     val_loader, val_epoch_loader = eval_loader(val_split), eval_loader(val_epoch_split)
     test_loader = eval_loader(data.splits["test"])
     fast = data.splits["train"].images is not None and not cfg.augment
     train_arrays = ArrayBatches.from_split(data.splits["train"], spec, batch_size=cfg.batch_size,
-                                           drop_last=drop_last) if fast else None
-    train_ds = ImageDataset(data.splits["train"], spec.channels, train_t, pass_label=True)
+                                           drop_last=drop_last, with_aux=multitask) if fast else None
+    train_ds = ImageDataset(data.splits["train"], spec.channels, train_t, pass_label=True, with_aux=multitask)
 
     # model
     model = create_model(cfg.model, num_classes=data.num_classes, in_channels=spec.channels,
@@ -547,6 +573,13 @@ def fit(cfg: TrainConfig, callbacks: Sequence[Callback] = (), *,
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     amp_dtype = autocast_dtype(cfg.precision, device)
+    aux = None
+    if multitask:  # a second head on the classifier's input features; the model stays as it is
+        aux = AuxHead(model, len(data.aux_class_names)).to(device)
+        if ck is not None and "aux_head_state" in ck:
+            aux.load_state_dict(ck["aux_head_state"])
+        notes.append(f"multi-task: a second head learns {data.aux_name!r} ({len(data.aux_class_names)} "
+                     f"values), loss = main + {aux_weight:g} x its cross-entropy")
 
     # criterion (deferred re-weighting swaps it at cfg.drw_epoch); distillation wraps it
     teacher, wrap = None, (lambda c: c)
@@ -554,6 +587,9 @@ def fit(cfg: TrainConfig, callbacks: Sequence[Callback] = (), *,
         from engine.compress.distil import DistillationLoss, load_teacher
         teacher = load_teacher(cfg.distil_from, data, device)
         wrap = lambda c: DistillationLoss(c, temperature=cfg.kd_temperature, alpha=cfg.kd_alpha)  # noqa: E731
+    if aux is not None:
+        inner = wrap
+        wrap = lambda c: MultiTaskLoss(inner(c), aux, aux_weight)  # noqa: E731
     loss_params = dict(cfg.loss_params)
     if cfg.label_smoothing and imbalance.loss_info(cfg.loss).smoothing:
         loss_params.setdefault("label_smoothing", cfg.label_smoothing)
@@ -565,13 +601,16 @@ def fit(cfg: TrainConfig, callbacks: Sequence[Callback] = (), *,
 
     # optimizer + per-step schedule
     optimizer = build_optimizer(cfg, model)
+    if aux is not None:  # the second head learns at the head's rate; no decay on its bias
+        for p, wd in ((aux.fc.weight, cfg.weight_decay), (aux.fc.bias, 0.0)):
+            optimizer.add_param_group({"params": [p], "weight_decay": wd, "lr_mult": 1.0, "lr": cfg.lr})
     n_train = len(train_labels)
     n_local = n_train // dist.world  # images per rank and epoch
     steps_per_epoch = n_local // cfg.batch_size if drop_last else math.ceil(n_local / cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
     warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
     state = FitState(cfg, data, model, device, total_steps=total, steps_per_epoch=steps_per_epoch,
-                     auto=auto, val_note=val_note, notes=notes, optimizer=optimizer,
+                     auto=auto, val_note=val_note, notes=notes, optimizer=optimizer, aux=aux,
                      plateau=Plateau(cfg.plateau_patience, cfg.plateau_factor) if cfg.scheduler == "plateau" else None,
                      early=EarlyStopping(cfg.early_stop_patience) if cfg.early_stop_patience else None,
                      scaler=torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None)
@@ -659,7 +698,7 @@ def fit(cfg: TrainConfig, callbacks: Sequence[Callback] = (), *,
         if dist.world > 1:  # BatchNorm statistics: rank 0's everywhere, so every rank evaluates the same model
             for b in model.buffers():
                 tdist.broadcast(b, 0)
-        val = evaluate(model, val_epoch_loader, device)
+        val = evaluate(model, val_epoch_loader, device, aux=aux)
         state.last_val = val
         metrics = {"train/loss": tr["loss"], "train/acc": tr["acc"],
                    **val.metrics(data.num_classes, groups, prefix="val/"),
@@ -686,11 +725,16 @@ def fit(cfg: TrainConfig, callbacks: Sequence[Callback] = (), *,
     if dist.world > 1:
         tdist.barrier()  # rank 0 has written best.pt
     if best is not None and best.exists():
-        model.load_state_dict(torch.load(best, map_location=device, weights_only=True)["model_state"])
-    test_eval = evaluate(model, test_loader, device)
-    val_eval = evaluate(model, val_loader, device)
+        best_ck = torch.load(best, map_location=device, weights_only=True)
+        model.load_state_dict(best_ck["model_state"])
+        if aux is not None and "aux_head_state" in best_ck:
+            aux.load_state_dict(best_ck["aux_head_state"])
+    test_eval = evaluate(model, test_loader, device, aux=aux)
+    val_eval = evaluate(model, val_loader, device, aux=aux)
     test = test_eval.metrics(data.num_classes, groups)
-    result = FitResult(state, test, test_eval, val_eval)
+    report = aux_report(data.aux_name, data.aux_class_names, test_eval.aux_logits, test_eval.aux_targets) \
+        if aux is not None else None
+    result = FitResult(state, test, test_eval, val_eval, aux=report)
     _emit(callbacks, "on_fit_end", state, result)
     if dist.world > 1:
         tdist.barrier()

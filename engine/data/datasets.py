@@ -56,6 +56,7 @@ class Split:
     images: np.ndarray | None = None  # uint8 (N, H, W) or (N, H, W, 3)
     root: Path | None = None
     paths: list[str] = field(default_factory=list)  # relative to root
+    aux_labels: np.ndarray | None = None  # int64 (N,): the second label (multi-task), else None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -94,6 +95,8 @@ class DataPlan(SplitSet):
     manifest: Manifest | None = None  # None for the built-ins
     base: Manifest | None = None  # the source's files before splitting (decode-cache key)
     facts: dict | None = None  # rel path -> (format, mode, (height, width)) from the scan
+    aux_name: str = ""  # the second label's task name (multi-task), "" when there is none
+    aux_class_names: list[str] = field(default_factory=list)  # its values; index = aux label
 
 
 @dataclass
@@ -102,6 +105,8 @@ class PreparedData(SplitSet):
     version_id: str  # content hash of the manifest
     notes: list[str] = field(default_factory=list)
     profile: DataProfile | None = None
+    aux_name: str = ""  # the second label's task name (multi-task), "" when there is none
+    aux_class_names: list[str] = field(default_factory=list)  # its values; index = aux label
 
     @property
     def in_memory(self) -> bool:
@@ -301,6 +306,25 @@ def _profile(m: Manifest, facts: dict) -> DataProfile:
                        int(sides.max()), greyscale=grey == {True}, mixed_colour=grey == {True, False})
 
 
+def _aux_notes(task: str, values: list[str], train_aux: np.ndarray) -> list[str]:
+    """A second label (multi-task) the training split can teach, in words; DatasetError when the
+    training split holds fewer than two of its values."""
+    counts = np.bincount(train_aux, minlength=len(values))
+    taught = [v for v, n in zip(values, counts) if n]
+    if len(taught) < 2:
+        raise DatasetError(f"The training split holds only {len(taught)} value of the second label "
+                           f"{task!r} ({', '.join(map(repr, taught)) or 'none'}): a second head needs at "
+                           "least two to learn anything. Check that column of the CSV.")
+    shown = ", ".join(f"{v} ({n:,})" for v, n in zip(values[:8], counts[:8])) + (" ..." if len(values) > 8 else "")
+    notes = [f"second label {task!r}: {len(values)} values, trained by a second head "
+             f"(training images per value: {shown})"]
+    unseen = [v for v, n in zip(values, counts) if not n]
+    if unseen:
+        notes.append(f"value(s) of {task!r} without training images (the second head cannot learn "
+                     f"them): {', '.join(unseen[:5])}")
+    return notes
+
+
 def _plan_files(cfg: DataConfig, roots, progress: Progress | None) -> DataPlan:
     from engine.data.scan import scan_listing
 
@@ -309,7 +333,7 @@ def _plan_files(cfg: DataConfig, roots, progress: Progress | None) -> DataPlan:
     facts = {f.rel: (f.format, f.mode, (f.height, f.width)) for f in scan.images if f.ok}
     notes: list[str] = list(listing.warnings)  # empty class folders, loose files, ...
     if version is None:
-        base = manifest_from_scan(scan)  # readable images only
+        base = manifest_from_scan(scan, listing=listing)  # readable images only
         bad = len(scan.images) - len(base.rows)
         if bad:
             notes.append(f"{bad} unreadable file(s) left out (see the Data page's problems)")
@@ -327,14 +351,21 @@ def _plan_files(cfg: DataConfig, roots, progress: Progress | None) -> DataPlan:
     profile = _profile(m, facts)
     index = {c: i for i, c in enumerate(m.classes)}
     root = Path(m.root)
+    aux_classes = m.aux_classes
+    aux_index, aux_of = {c: i for i, c in enumerate(aux_classes)}, dict(m.aux)
     splits = {}
     for s in SPLITS:
         rows = [r for r in m.rows if r.split == s]
         splits[s] = Split(labels=np.array([index[r.label] for r in rows], dtype=np.int64), root=root,
-                          paths=[r.path for r in rows])
+                          paths=[r.path for r in rows],
+                          aux_labels=np.array([aux_index[aux_of[r.path]] for r in rows], dtype=np.int64)
+                          if m.aux_name else None)
     if len(splits["train"]) == 0:
         raise DatasetError("The training split is empty.")
-    return DataPlan(cfg, m.classes, splits, profile, m.hash, notes, manifest=m, base=base, facts=facts)
+    if m.aux_name:
+        notes += _aux_notes(m.aux_name, aux_classes, splits["train"].aux_labels)
+    return DataPlan(cfg, m.classes, splits, profile, m.hash, notes, manifest=m, base=base, facts=facts,
+                    aux_name=m.aux_name, aux_class_names=aux_classes)
 
 
 def plan_data(cfg: DataConfig, *, roots: Sequence[str | os.PathLike] | None = None,
@@ -417,4 +448,5 @@ def prepare_data(cfg: DataConfig, *, plan: DataPlan | None = None,
     mean, std = _mean_std(train.images) if train.images is not None else _mean_std_files(train, channels, size)
     return PreparedData(config=cfg, class_names=plan.class_names, splits=splits,
                         eval_spec=EvalSpec(size=size, channels=channels, mean=mean, std=std),
-                        version_id=plan.version_id, notes=notes, profile=plan.profile)
+                        version_id=plan.version_id, notes=notes, profile=plan.profile,
+                        aux_name=plan.aux_name, aux_class_names=list(plan.aux_class_names))

@@ -8,6 +8,10 @@ including those file hashes, so
   wherever the folder lives (the root is not hashed);
 - one changed byte in one image, a renamed class or a moved split gives a different hash.
 
+A manifest may carry a second label per file (multi-task training, ``aux_name`` / ``aux``, read
+from a CSV column); it is hashed too, so another second label gives another version. Manifests
+without one hash exactly as before.
+
 Manifests are saved as JSON in ``<workspace>/manifests/<hash[:16]>.json`` and never rewritten.
 """
 from __future__ import annotations
@@ -29,7 +33,7 @@ if TYPE_CHECKING:
     from engine.data.scan import ScanResult
 
 FORMAT = "taillab-manifest"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: an optional second label per file (written as 1 when there is none)
 
 
 class Row(NamedTuple):
@@ -39,12 +43,18 @@ class Row(NamedTuple):
     sha: str  # blake2b of the file's bytes (hex), from the scan
 
 
-def manifest_hash(rows: Iterable[Row]) -> str:
-    """sha256 over the sorted rows (each one JSON line, so no separator can be ambiguous)."""
-    h = hashlib.sha256(f"{FORMAT} v{FORMAT_VERSION}\n".encode())
+def manifest_hash(rows: Iterable[Row], aux_name: str = "",
+                  aux: Iterable[tuple[str, str]] = ()) -> str:
+    """sha256 over the sorted rows (each one JSON line, so no separator can be ambiguous), then,
+    when there is a second label, its name and the sorted (path, second label) pairs."""
+    h = hashlib.sha256(f"{FORMAT} v1\n".encode())  # v1: the rows' hashes never change
     for r in sorted(rows):
         h.update(json.dumps(list(r), ensure_ascii=False).encode("utf-8"))
         h.update(b"\n")
+    if aux_name:
+        h.update(json.dumps(["aux", aux_name], ensure_ascii=False).encode("utf-8") + b"\n")
+        for pair in sorted(aux):
+            h.update(json.dumps(list(pair), ensure_ascii=False).encode("utf-8") + b"\n")
     return h.hexdigest()
 
 
@@ -58,6 +68,8 @@ class Manifest:
     parent: str | None = None  # hash of the manifest it was derived from
     actions: tuple[str, ...] = ()  # what was done to get here, oldest first
     created: str = ""  # ISO 8601, UTC
+    aux_name: str = ""  # the second label's task name ("" = none; engine.multitask)
+    aux: tuple[tuple[str, str], ...] = ()  # (path, second label) for every row, sorted by path
     hash: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -70,7 +82,16 @@ class Manifest:
             raise DataError(f"Unknown split(s) {', '.join(map(repr, bad))}: use train, val or test.")
         object.__setattr__(self, "rows", rows)
         object.__setattr__(self, "created", self.created or datetime.now(timezone.utc).isoformat(timespec="seconds"))
-        object.__setattr__(self, "hash", manifest_hash(rows))
+        if self.aux_name:
+            given = dict(self.aux)
+            lacking = [r.path for r in rows if not given.get(r.path)]
+            if lacking:
+                raise DataError(f"{len(lacking)} file(s) have no {self.aux_name!r} label (the second "
+                                f"label): {', '.join(lacking[:5])}.")
+            object.__setattr__(self, "aux", tuple((r.path, given[r.path]) for r in rows))
+        else:
+            object.__setattr__(self, "aux", ())
+        object.__setattr__(self, "hash", manifest_hash(rows, self.aux_name, self.aux))
 
     @property
     def short_hash(self) -> str:
@@ -84,6 +105,11 @@ class Manifest:
     def classes(self) -> list[str]:
         """Sorted class names; a class's index in this list is its label index."""
         return sorted({r.label for r in self.rows})
+
+    @property
+    def aux_classes(self) -> list[str]:
+        """Sorted second-label values (empty without a second label); index = label index."""
+        return sorted({a for _, a in self.aux})
 
     @property
     def splits(self) -> list[str]:
@@ -114,21 +140,25 @@ class Manifest:
 
     def derive(self, rows: Iterable[Row], action: str) -> "Manifest":
         """A new manifest with these rows, this one as its parent and ``action`` recorded."""
-        return Manifest(self.root, tuple(rows), self.source, self.hash, (*self.actions, action))
+        rows = tuple(rows)
+        return Manifest(self.root, rows, self.source, self.hash, (*self.actions, action),
+                        aux_name=self.aux_name, aux=self.aux)  # the second label goes with its file
 
     def to_listing(self) -> Listing:
         """The manifest's files as a source listing (to scan them or compute their statistics)."""
         return Listing(Path(self.root), "manifest", [Entry(r.path, r.label, r.split) for r in self.rows],
-                       self.classes)
+                       self.classes, aux_name=self.aux_name, aux=dict(self.aux))
 
     def to_dict(self) -> dict:
+        extra = {"aux_name": self.aux_name, "aux_classes": self.aux_classes,
+                 "aux": [a for _, a in self.aux]} if self.aux_name else {}  # aux[i] is rows[i]'s
         return {
-            "format": FORMAT, "format_version": FORMAT_VERSION, "hash": self.hash,
+            "format": FORMAT, "format_version": FORMAT_VERSION if self.aux_name else 1, "hash": self.hash,
             "root": self.root, "source": self.source, "parent": self.parent,
             "actions": list(self.actions), "created": self.created,
             "num_images": self.num_images, "num_classes": len(self.classes), "classes": self.classes,
             "class_counts": self.class_counts,
-            "columns": list(Row._fields), "rows": [list(r) for r in self.rows],
+            "columns": list(Row._fields), "rows": [list(r) for r in self.rows], **extra,
         }
 
     @classmethod
@@ -137,21 +167,28 @@ class Manifest:
             raise DataError("This file is not a TailLab manifest.")
         if d.get("format_version", 0) > FORMAT_VERSION:
             raise DataError(f"This manifest was written by a newer TailLab (format {d['format_version']}).")
-        m = cls(d["root"], tuple(Row(*r) for r in d["rows"]), d.get("source", ""), d.get("parent"),
-                tuple(d.get("actions", ())), d.get("created", ""))
+        rows = tuple(Row(*r) for r in d["rows"])
+        aux_name = d.get("aux_name") or ""
+        aux = tuple(zip((r.path for r in rows), d.get("aux") or ())) if aux_name else ()
+        m = cls(d["root"], rows, d.get("source", ""), d.get("parent"),
+                tuple(d.get("actions", ())), d.get("created", ""), aux_name, aux)
         if d.get("hash") and d["hash"] != m.hash:
             raise DataError(f"The manifest's rows do not match its hash {d['hash'][:16]}: the file was edited.")
         return m
 
 
-def manifest_from_scan(scan: "ScanResult", *, include_unreadable: bool = False) -> Manifest:
+def manifest_from_scan(scan: "ScanResult", *, include_unreadable: bool = False,
+                       listing: Listing | None = None) -> Manifest:
     """The first version of a scanned source: every readable image with its class and the
-    source's split ("" where it has none)."""
+    source's split ("" where it has none), and the second label of ``listing`` (the listing
+    scanned) when it has one."""
     rows = [Row(f.rel, f.label, f.split, f.sha) for f in scan.images if f.ok or (include_unreadable and f.sha)]
     if not rows:
         raise DataError(f"{scan.root} has no readable images to put in a dataset version.")
+    aux_name = listing.aux_name if listing is not None else ""
     return Manifest(str(scan.root), tuple(rows), source=f"{scan.kind}:{scan.root}",
-                    actions=(f"scanned {len(scan.images)} files, kept {len(rows)} readable images",))
+                    actions=(f"scanned {len(scan.images)} files, kept {len(rows)} readable images",),
+                    aux_name=aux_name, aux=tuple(listing.aux.items()) if aux_name else ())
 
 
 # --- storage -------------------------------------------------------------------------------------

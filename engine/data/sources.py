@@ -99,6 +99,9 @@ class Listing:
     classes: list[str]  # sorted; includes classes whose folder holds no image file
     warnings: list[str] = field(default_factory=list)
     ignored: list[tuple[str, str]] = field(default_factory=list)  # (rel path, why) not images
+    # Multi-task: a second label per image (a CSV column named in its header; engine.multitask).
+    aux_name: str = ""  # the column's name, "" when there is no second label
+    aux: dict[str, str] = field(default_factory=dict)  # Entry.rel -> second label
 
     @property
     def has_splits(self) -> bool:
@@ -213,12 +216,44 @@ def _few(items: Sequence[str], n: int = 5) -> str:
     return shown + (f" and {len(items) - n} more" if len(items) > n else "")
 
 
+# Header names of the known CSV columns (case-insensitive). Any one other named column is a
+# second label: a second head learns it (engine.multitask) and the column name is its task name.
+CSV_PATH_NAMES = ("path", "file", "filename", "image")
+CSV_LABEL_NAMES = ("label", "class")
+CSV_SPLIT_NAMES = ("split", "subset")
+
+
+def _csv_columns(header: list[str], csv_name: str) -> tuple[int, int, int | None, int | None, str]:
+    """(path, label, split or None, second label or None, second label's name) column indices of
+    a header row. The label is the column named label / class (else the second), the split the
+    one named split / subset; one more named column is the second label."""
+    names = [c.strip() for c in header]
+    low = [n.lower() for n in names]
+    label = next((i for i, n in enumerate(low) if n in CSV_LABEL_NAMES), 1 if len(low) > 1 else None)
+    if label is None or label == 0:
+        raise DataError(f"The header of {csv_name} ({','.join(names)}) names no label column: name the "
+                        "columns path,label[,split][,<second label>].")
+    split = next((i for i, n in enumerate(low) if n in CSV_SPLIT_NAMES), None)
+    extra = [i for i, n in enumerate(names) if i not in (0, label, split) and n]
+    if len(extra) > 1:
+        raise DataError(
+            f"The header of {csv_name} names {len(extra)} columns TailLab does not know "
+            f"({', '.join(repr(names[i]) for i in extra)}): besides path, label and split it reads one "
+            "more column, a second label that a second head learns. Keep one of them (or name the "
+            "split column 'split').")
+    aux = extra[0] if extra else None
+    return 0, label, split, aux, names[aux] if aux is not None else ""
+
+
 def read_csv_manifest(csv_path: str | os.PathLike) -> Listing:
     """The images of a CSV manifest: rows ``path,label[,split]``, paths relative to the CSV's folder.
 
-    A header row (first cell ``path``) is optional. Raises DataError, naming a few offending rows,
-    for missing files, paths that leave the CSV's folder, empty labels, unknown splits and files
-    listed twice.
+    A header row (first cell ``path``, ``file``, ``filename`` or ``image``) is optional; with one,
+    columns are found by name (label / class, split / subset) and one more named column is a
+    second label for multi-task training (``path,label,split,attribute``: the task is called
+    "attribute"). Every row needs a value there, and it needs at least two different values.
+    Raises DataError, naming a few offending rows, for missing files, paths that leave the CSV's
+    folder, empty labels, unknown splits, files listed twice and missing second labels.
     """
     csv_path = Path(os.path.abspath(Path(csv_path).expanduser()))
     if not csv_path.is_file():
@@ -234,40 +269,54 @@ def read_csv_manifest(csv_path: str | os.PathLike) -> Listing:
     except csv.Error:
         dialect = csv.excel
     rows = [r for r in csv.reader(io.StringIO(text), dialect) if any(c.strip() for c in r)]
-    if rows and rows[0] and rows[0][0].strip().lower() in ("path", "file", "filename", "image"):
+    ci_path, ci_label, ci_split, ci_aux, aux_name = 0, 1, 2, None, ""
+    header = bool(rows and rows[0] and rows[0][0].strip().lower() in CSV_PATH_NAMES)
+    if header:
+        ci_path, ci_label, ci_split, ci_aux, aux_name = _csv_columns(rows[0], csv_path.name)
         rows = rows[1:]
     if not rows:
         raise DataError(f"{csv_path.name} lists no images. Expected rows of path,label[,split].")
-    entries, missing, outside, bad, seen, dup = [], [], [], [], set(), []
-    for lineno, row in enumerate(rows, start=1):
+    entries, missing, outside, bad, seen, dup, no_aux = [], [], [], [], set(), [], []
+    aux: dict[str, str] = {}
+    extra_cells = 0
+    for lineno, row in enumerate(rows, start=1 + header):
         cells = [c.strip() for c in row]
-        if len(cells) < 2 or not cells[0] or not cells[1]:
-            bad.append(f"row {lineno}: {','.join(row)!r} (need path,label[,split])")
+        cell = lambda i: cells[i] if i is not None and i < len(cells) else ""  # noqa: E731
+        if not cell(ci_path) or not cell(ci_label):
+            need = "path,label[,split]" if not header else "a path and a label"
+            bad.append(f"row {lineno}: {','.join(row)!r} (need {need})")
             continue
+        if not header and len(cells) > 3 and any(cells[3:]):
+            extra_cells += 1
         split = ""
-        if len(cells) > 2 and cells[2]:
-            split = SPLIT_ALIASES.get(cells[2].lower(), "")
+        if cell(ci_split):
+            split = SPLIT_ALIASES.get(cell(ci_split).lower(), "")
             if not split:
-                bad.append(f"row {lineno}: unknown split {cells[2]!r} (use train, val or test)")
+                bad.append(f"row {lineno}: unknown split {cell(ci_split)!r} (use train, val or test)")
                 continue
-        p = Path(cells[0].replace("\\", "/"))
+        p = Path(cell(ci_path).replace("\\", "/"))
         full = p if p.is_absolute() else root / p
         real = os.path.realpath(full)
         if not (real.startswith(real_root + os.sep)):
-            outside.append(cells[0])
+            outside.append(cell(ci_path))
             continue
         if not os.path.isfile(real):
-            missing.append(cells[0])
+            missing.append(cell(ci_path))
             continue
         rel = os.path.relpath(os.path.abspath(full), root).replace(os.sep, "/")
         if rel.startswith("../"):  # an absolute path through a link into the folder
-            outside.append(cells[0])
+            outside.append(cell(ci_path))
             continue
         if rel in seen:
             dup.append(rel)
             continue
         seen.add(rel)
-        entries.append(Entry(rel, cells[1], split))
+        if ci_aux is not None:
+            if not cell(ci_aux):
+                no_aux.append(f"row {lineno} ({cell(ci_path)})")
+                continue
+            aux[rel] = cell(ci_aux)
+        entries.append(Entry(rel, cell(ci_label), split))
     problems = []
     if bad:
         problems.append(f"{len(bad)} malformed row(s): {_few(bad, 3)}")
@@ -277,6 +326,13 @@ def read_csv_manifest(csv_path: str | os.PathLike) -> Listing:
         problems.append(f"{len(missing)} missing file(s): {_few(missing)}")
     if dup:
         problems.append(f"{len(dup)} file(s) listed more than once: {_few(dup)}")
+    if no_aux:
+        problems.append(f"{len(no_aux)} row(s) without a value in the {aux_name!r} column (the second "
+                        f"label; every image needs one): {_few(no_aux, 3)}")
+    if ci_aux is not None and entries and len(set(aux.values())) < 2:
+        problems.append(f"the {aux_name!r} column holds only one value ({next(iter(aux.values()))!r}): a "
+                        "second head needs at least two different values to learn anything; remove the "
+                        "column or fill it in")
     if problems:
         raise DataError(f"{csv_path.name} cannot be used. " + "; ".join(problems) + ".")
     classes = sorted({e.label for e in entries})
@@ -286,7 +342,11 @@ def read_csv_manifest(csv_path: str | os.PathLike) -> Listing:
         warnings.append("Some rows have a split and some do not; rows without one count as unsplit.")
     if len(classes) == 1:
         warnings.append(f"Only one class ({classes[0]}): training a classifier needs at least 2.")
-    return Listing(root, "csv", entries, classes, warnings, [])
+    if extra_cells:
+        warnings.append(f"{extra_cells} row(s) have columns after path,label,split that were ignored: to "
+                        "train a second head on one, add a header row naming the columns "
+                        "(path,label,split,<name>).")
+    return Listing(root, "csv", entries, classes, warnings, [], aux_name, aux)
 
 
 def list_source(source: str | os.PathLike, *, roots: Sequence[str | os.PathLike] | None = None,

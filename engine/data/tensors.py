@@ -17,11 +17,13 @@ from engine.transforms import pil_to_uint8_tensor
 
 
 class ImageDataset(Dataset):
-    """Yields (transform(uint8 tensor (C, H, W)[, label]), label)."""
+    """Yields (transform(uint8 tensor (C, H, W)[, label]), label), plus the second label when
+    ``with_aux`` and the split has one (multi-task)."""
 
     def __init__(self, split: Split, channels: int, transform: Callable | None,
-                 pass_label: bool = False) -> None:
+                 pass_label: bool = False, with_aux: bool = False) -> None:
         self.split, self.channels, self.transform, self.pass_label = split, channels, transform, pass_label
+        self.with_aux = with_aux and split.aux_labels is not None
 
     def __len__(self) -> int:
         return len(self.split)
@@ -45,5 +47,7 @@ class ImageDataset(Dataset):
         img = self.raw(i)
         if self.transform is not None:
             img = self.transform(img, label) if self.pass_label else self.transform(img)
+        if self.with_aux:  # multi-task: the second label rides along
+            return img, label, int(self.split.aux_labels[i])
         return img, label
 
