@@ -86,6 +86,9 @@ def _add_train(sub) -> None:
     for dest, owner, _, typ, metavar, text in _train_flags():
         kw = {"action": typ} if typ is argparse.BooleanOptionalAction else {"type": typ, "metavar": metavar}
         p.add_argument("--" + dest.replace("_", "-"), dest=dest, default=None, help=text or None, **kw)
+    p.add_argument("--nproc", type=int, default=1, metavar="N",
+                   help="train in N data-parallel processes under torchrun (gloo on CPU, nccl on CUDA); "
+                        "rank 0 reports to the store")
     p.add_argument("--detach", action="store_true", help="print the run id and return at once")
     p.add_argument("--print-config", action="store_true", help="print the resolved TOML and exit")
     p.set_defaults(func=cmd_train)
@@ -139,8 +142,11 @@ def cmd_train(args) -> int:
         return 0
     store = open_store()
     kind = "crt" if cfg.train_scope == "classifier" else "train"
-    run = jobs.launch(cfg, store, kind=kind, parent_run_id=cfg.init_from)
+    run = jobs.launch(cfg, store, kind=kind, parent_run_id=cfg.init_from, nproc=args.nproc)
     print(f"run id: {run.id}  ({run.name})", flush=True)
+    if run.waiting:
+        print(f"waiting in the queue: {len(store.waiting_runs())} run(s) waiting, "
+              f"{jobs.max_concurrent()} at once (taillab runs queue)", flush=True)
     if run.tags.get("auto"):
         print(f"auto: {run.tags['auto']}", flush=True)
     if args.detach:
@@ -149,6 +155,7 @@ def cmd_train(args) -> int:
     try:
         while True:
             store.reap_stale()
+            jobs.dispatch(store)
             run = store.get_run(run.id)
             if not notes_shown and run.tags.get("data_notes"):
                 for note in json.loads(run.tags["data_notes"]):

@@ -107,6 +107,24 @@ def cmd_runs(args) -> int:
                 print(f"{r['id']:32}  {r['status']:9}  {r['model'] or '':12}  {(r['dataset'] or '')[:22]:22}  "
                       f"{_fmt(r['best_val_bal_acc']):7}  {_fmt(r['test_acc']):8}  {r['name']}")
         return 0
+    if args.action == "queue":
+        if args.max is not None:
+            jobs.set_max_concurrent(args.max)
+        jobs.dispatch(store)
+        waiting = store.waiting_runs()
+        active = [r for r in store.list_runs(limit=200) if r.status in ("queued", "running") and not r.waiting]
+        if args.json:
+            print(json.dumps({"max_concurrent": jobs.max_concurrent(), "training": [r.id for r in active],
+                              "waiting": [r.id for r in waiting]}, indent=2))
+            return 0
+        print(f"runs at once: {jobs.max_concurrent()}  (taillab runs queue --max N)")
+        for r in active:
+            print(f"  training  {r.id}  {r.name}")
+        for i, r in enumerate(waiting):
+            print(f"  {i + 1:>8}  {r.id}  {r.name}")
+        if not active and not waiting:
+            print("  nothing training or waiting")
+        return 0
     if args.action == "compare":
         from engine.compare import compare
         c = compare(store, ids, baseline=args.baseline, min_prefix=6)
@@ -122,8 +140,18 @@ def cmd_runs(args) -> int:
         out = run_summary(run) | {"config": run.config, "latest": {k: _nan_none(v) for k, v in run.latest.items()}}
         print(json.dumps(out, indent=2) if args.json else "\n".join(f"{k}: {v}" for k, v in out.items()))
     elif args.action == "cancel":
+        waiting = store.get_run(run_id).waiting
         jobs.cancel(store, run_id)
-        print(f"cancel requested for {run_id}")
+        print(f"removed {run_id} from the queue" if waiting else f"cancel requested for {run_id}")
+    elif args.action == "move":
+        if args.to is None:
+            raise SystemExit("taillab runs move RUN_ID --to K: K = 1 starts next")
+        store.move_in_queue(run_id, args.to - 1)
+        print(f"{run_id} is now number {args.to} in the queue")
+    elif args.action == "resume":
+        run = jobs.resume(store, run_id)
+        print(f"resuming {run.name} ({run_id}) from its last checkpoint"
+              + (" — waiting in the queue" if run.waiting else ""))
     elif args.action == "delete":
         jobs.delete(store, run_id)
         print(f"deleted {run_id}")
@@ -131,11 +159,16 @@ def cmd_runs(args) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("runs", help="list, show, cancel, delete or compare runs",
+    p = sub.add_parser("runs", help="list, show, cancel, delete, compare, resume or queue runs",
                        epilog="compare: 2 to 20 run ids (or unique prefixes of at least 6 "
                               "characters); prints the final metrics (best per column marked *) "
-                              "and the settings that differ.")
-    p.add_argument("action", choices=["list", "show", "cancel", "delete", "compare"])
+                              "and the settings that differ. queue: what trains and what waits "
+                              "(--max N runs at once); move RUN_ID --to K reorders a waiting run; "
+                              "cancel removes a waiting run from the queue; resume continues a "
+                              "failed, cancelled or killed run from its last checkpoint.")
+    p.add_argument("action", choices=["list", "show", "cancel", "delete", "compare", "resume", "queue", "move"])
+    p.add_argument("--max", type=int, default=None, help="queue: how many runs train at once (default 1)")
+    p.add_argument("--to", type=int, default=None, help="move: the waiting run's new place (1 = next)")
     p.add_argument("run_ids", nargs="*", metavar="RUN_ID")
     p.add_argument("--json", action="store_true")
     p.add_argument("--baseline", help="compare: the run per-class changes are measured against "

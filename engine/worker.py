@@ -1,11 +1,15 @@
-"""``python -m engine.worker RUN_ID``: load the run's config from the store and train it.
+"""``python -m engine.worker RUN_ID [--resume]``: load the run's config from the store and train it.
 
 Status: queued -> running -> finished | failed (error text stored) | cancelled.
 A background thread beats the heartbeat every HEARTBEAT_S, so a long step does not look dead.
+Under torchrun (``taillab train --nproc N``) every rank trains; rank 0 alone talks to the store.
+When the run ends, the worker starts the next waiting run of the job queue.
 """
 from __future__ import annotations
 
 import json
+import os
+import resource
 import sys
 import threading
 import time
@@ -21,10 +25,11 @@ from engine.train import CancelFit, Callback, FitResult, FitState, NonFiniteLoss
 class StoreLogger(Callback):
     """Per-step training loss every ``log_every`` steps; all epoch metrics; final results."""
 
-    def __init__(self, store: Store, run_id: str, log_every: int) -> None:
+    def __init__(self, store: Store, run_id: str, log_every: int, *, best: float | None = None) -> None:
         self.store, self.run_id, self.log_every = store, run_id, log_every
         self._losses: list[float] = []
-        self._best = -1.0
+        self._best = -1.0 if best is None else best  # a resumed run keeps its best so far
+        self._t0, self._seen0 = time.perf_counter(), 0
 
     def on_fit_start(self, state: FitState) -> None:
         d = state.data
@@ -39,17 +44,23 @@ class StoreLogger(Callback):
             "train_counts": json.dumps(d.counts("train")),
             "device": str(state.device),
             "num_params": str(sum(p.numel() for p in state.model.parameters())),
-            "data_notes": json.dumps([*d.notes, state.val_note]),
+            "data_notes": json.dumps([*d.notes, state.val_note, *state.notes]),
             **({"auto": state.auto} if state.auto else {}),
         })
+        self._t0, self._seen0 = time.perf_counter(), state.images_seen
 
     def on_step_end(self, state: FitState) -> None:
         self._losses.append(state.loss)
         if state.step % self.log_every == 0 or state.step == state.total_steps:
             mean = sum(self._losses) / len(self._losses)
             self._losses.clear()
-            self.store.log_metrics(self.run_id, {"train/step_loss": mean}, step=state.step,
-                                   epoch=state.step / state.steps_per_epoch)
+            now = time.perf_counter()
+            rate = (state.images_seen - self._seen0) / max(now - self._t0, 1e-9)
+            self._t0, self._seen0 = now, state.images_seen
+            self.store.log_metrics(self.run_id, {
+                "train/step_loss": mean, "train/lr": state.optimizer.param_groups[-1]["lr"],
+                "sys/images_per_s": rate * int(os.environ.get("WORLD_SIZE", "1")), "sys/memory_mb": memory_mb(),
+            }, step=state.step, epoch=state.step / state.steps_per_epoch)
 
     def on_epoch_end(self, state: FitState, metrics: dict[str, float]) -> None:
         self.store.log_metrics(self.run_id, metrics, step=state.step, epoch=state.epoch + 1)
@@ -57,6 +68,13 @@ class StoreLogger(Callback):
         if score == score and score > self._best:  # NaN-safe
             self._best = score
             self.store.set_best(self.run_id, score, state.epoch + 1)
+        if state.last_val is not None:  # per-class validation bars, redrawn every epoch
+            support, correct = class_breakdown(state.last_val, state.data.num_classes)
+            d = state.data
+            self.store.log_class_results(
+                self.run_id, "val_epoch", class_names=d.class_names, train_counts=d.counts("train"),
+                support=support, correct=correct, many_threshold=d.config.many_threshold,
+                few_threshold=d.config.few_threshold)
 
     def on_fit_end(self, state: FitState, result: FitResult) -> None:
         d = state.data
@@ -69,6 +87,16 @@ class StoreLogger(Callback):
                 self.run_id, split, class_names=d.class_names, train_counts=d.counts("train"),
                 support=support, correct=correct, many_threshold=d.config.many_threshold,
                 few_threshold=d.config.few_threshold)
+
+
+def memory_mb() -> float:
+    """This process's resident memory now (Linux /proc), else its peak (getrusage), in MB."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak / 2**20 if sys.platform == "darwin" else peak / 1024
 
 
 def final_test_metrics(ev) -> dict[str, float]:
@@ -115,10 +143,19 @@ def _heartbeat(store: Store, run_id: str, stop: threading.Event) -> None:
             pass
 
 
-def run(run_id: str, store: Store | None = None, *, data=None) -> str:
+def run(run_id: str, store: Store | None = None, *, data=None, resume: bool = False) -> str:
     """Train a queued run to its end status. ``data``: the run's PreparedData, when the caller
-    (a benchmark running many runs in one process) has it already."""
+    (a benchmark running many runs in one process) has it already. ``resume``: continue from the
+    run's last checkpoint (engine.jobs.resume prepared the run)."""
     store = store or open_store()
+    rank = int(os.environ.get("RANK", "0"))
+    if rank != 0:  # another data-parallel rank: trains, reports nothing
+        cfg = train_config_from_dict(store.get_run(run_id).config)
+        try:
+            fit(cfg, [], data=data, checkpoint_dir=workspace.run_dir(run_id), resume=resume)
+        except CancelFit:
+            return RunStatus.CANCELLED
+        return RunStatus.FINISHED
     run = store.get_run(run_id)
     if run.status != RunStatus.QUEUED:
         print(f"Run {run_id} is {run.status}, not queued; nothing to do.", file=sys.stderr)
@@ -133,11 +170,12 @@ def run(run_id: str, store: Store | None = None, *, data=None) -> str:
     status, error = RunStatus.FAILED, None
     try:
         cfg = train_config_from_dict(run.config)
-        callbacks = [StoreLogger(store, run_id, cfg.log_every), CancelCheck(store, run_id)]
+        callbacks = [StoreLogger(store, run_id, cfg.log_every, best=run.best_val if resume else None),
+                     CancelCheck(store, run_id)]
         if cfg.prune or cfg.distil_from:  # a compression variant: size, MACs, agreement with the parent
             from engine.compress.prune import VariantRecorder
             callbacks.append(VariantRecorder(store, run_id))
-        result = fit(cfg, callbacks, data=data, checkpoint_dir=workspace.run_dir(run_id))
+        result = fit(cfg, callbacks, data=data, checkpoint_dir=workspace.run_dir(run_id), resume=resume)
         folder = workspace.run_dir(run_id)
         for name in ("best.pt", "last.pt"):
             store.log_artifact(run_id, name, str(folder / name), "checkpoint")
@@ -156,15 +194,23 @@ def run(run_id: str, store: Store | None = None, *, data=None) -> str:
     store.end_run(run_id, status, error)
     if error:
         print(f"Run {run_id} failed: {error}", file=sys.stderr, flush=True)
+    if data is None:  # a real worker process: the next waiting run of the queue may start now
+        try:
+            from engine import jobs
+            jobs.dispatch(store)
+        except Exception:  # noqa: BLE001 — the queue moves on the next dispatch from any page or command
+            traceback.print_exc()
     return status
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1:
-        print("usage: python -m engine.worker RUN_ID", file=sys.stderr)
+    resume = "--resume" in argv
+    rest = [a for a in argv if a != "--resume"]
+    if len(rest) != 1:
+        print("usage: python -m engine.worker RUN_ID [--resume]", file=sys.stderr)
         return 2
-    status = run(argv[0])
+    status = run(rest[0], resume=resume)
     return 0 if status in (RunStatus.FINISHED, RunStatus.CANCELLED) else 1
 
 

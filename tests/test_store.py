@@ -16,7 +16,7 @@ def test_migration_applies_to_empty_db(tmp_path):
     names = set(inspect(store.engine).get_table_names())
     assert {"runs", "params", "metrics", "latest_metrics", "tags", "class_results", "artifacts",
             "dataset_versions", "recipes", "alembic_version"} <= names
-    assert current_revision(store.engine) == "0002"
+    assert current_revision(store.engine) == "0003"
     assert store.upgrade_notice is None  # a new database is created, not upgraded
     ins = inspect(store.engine)
     idx = {i["name"]: i["column_names"] for i in ins.get_indexes("metrics")}

@@ -88,11 +88,11 @@ def test_upgrade_from_0001_keeps_every_row_backfills_and_backs_up(db_url):
         assert store.facets()["model"] == ["resnet18"] and store.facets()["loss"] == ["ldam"]
         assert [(c.class_name, c.correct) for c in store.class_results(r0.id)] == [("a", 9), ("b", 4)]
         if path is None:
-            assert "from schema 0001 to 0002" in store.upgrade_notice and "pg_dump" in store.upgrade_notice
+            assert "from schema 0001 to 0003" in store.upgrade_notice and "pg_dump" in store.upgrade_notice
             return
         backups = list(path.parent.glob(path.name + ".backup-0001-*"))
         assert len(backups) == 1 and str(backups[0]) in store.upgrade_notice
-        assert "from schema 0001 to 0002" in store.upgrade_notice
+        assert "from schema 0001 to 0003" in store.upgrade_notice
         con = sqlite3.connect(backups[0])  # a valid 0001 database with every row
         try:
             assert con.execute("SELECT version_num FROM alembic_version").fetchone() == ("0001",)
@@ -149,7 +149,7 @@ def test_newer_schema_is_refused_and_nothing_written(db_url):
         before = _fingerprint(path.parent)
     with pytest.raises(StoreError, match="newer TailLab") as e:
         open_store(db_url)
-    assert "'0099'" in str(e.value) and "'0002'" in str(e.value) and "Nothing was changed" in str(e.value)
+    assert "'0099'" in str(e.value) and "'0003'" in str(e.value) and "Nothing was changed" in str(e.value)
     if path is not None:
         assert _fingerprint(path.parent) == before  # no backup, no -wal / -shm, same bytes
 
@@ -265,7 +265,7 @@ def test_a_failing_upgrade_is_rolled_back_whole(tmp_path):
     con.execute("CREATE TABLE run_labels (x INTEGER)")
     con.commit()
     con.close()
-    with pytest.raises(StoreError, match=r"to schema 0002 failed: OperationalError: .*run_labels "
+    with pytest.raises(StoreError, match=r"to schema 0003 failed: OperationalError: .*run_labels "
                                          r"already exists.*rolled back.*a copy is at") as e:
         open_store(url)
     assert ".backup-0001-" in str(e.value)

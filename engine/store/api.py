@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Iterable, Iterator, Mapping
 
-from sqlalchemy import and_, case, delete, distinct, exists, func, literal, or_, select
+from sqlalchemy import and_, case, delete, distinct, exists, func, literal, or_, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
@@ -157,7 +157,7 @@ class Store:
             dataset_version_id=row.dataset_version_id, cancel_requested=bool(row.cancel_requested),
             total_steps=row.total_steps, tags=tags or {}, latest=latest or {},
             starred=bool(row.starred), notes=row.notes or "", labels=tuple(sorted(labels)),
-            best_val=_finite(row.best_val), best_epoch=row.best_epoch,
+            best_val=_finite(row.best_val), best_epoch=row.best_epoch, queue_position=row.queue_position,
         )
 
     def _load_runs(self, s: Session, rows: list[RunRow]) -> list[Run]:
@@ -197,8 +197,15 @@ class Store:
         return self.get_run(run_id)
 
     def get_run(self, run_id: str) -> Run:
+        """The run as it is: an active run whose worker is gone is failed here too (not only when
+        runs are listed), so `taillab runs show` of a killed run says failed, not running."""
         with self.session() as s:
-            return self._load_runs(s, [self._get(s, run_id)])[0]
+            row = self._get(s, run_id)
+            if row.status in RunStatus.ACTIVE:
+                why = self._dead_reason(row, _now(), socket.gethostname(), STALE_AFTER_S)
+                if why:
+                    row.status, row.ended_at, row.error = RunStatus.FAILED, _now(), why
+            return self._load_runs(s, [row])[0]
 
     def list_runs(self, *, kind: str | None = None, limit: int | None = None) -> list[Run]:
         """Newest first, with latest metrics and tags."""
@@ -272,21 +279,103 @@ class Store:
         now, here, dead = _now(), socket.gethostname(), []
         with self.session() as s:
             for row in s.scalars(select(RunRow).where(RunRow.status.in_(RunStatus.ACTIVE))):
-                local = row.pid is not None and row.host == here
-                gone = local and not pid_alive(row.pid)
-                age = (now - (row.heartbeat_at or row.created_at)).total_seconds()
-                if row.status == RunStatus.QUEUED:
-                    stale = age > STARTUP_S and not (local and not gone)
-                else:
-                    stale = age > stale_after_s
-                if gone or stale:
-                    why = (f"The worker process (pid {row.pid}) stopped without reporting "
-                           "(killed or crashed)." if gone else
-                           f"No heartbeat from the worker for {age:.0f} s: it was killed or "
-                           "its machine went away.")
+                why = self._dead_reason(row, now, here, stale_after_s)
+                if why:
                     row.status, row.ended_at, row.error = RunStatus.FAILED, now, why
                     dead.append(row.id)
         return dead
+
+    @staticmethod
+    def _dead_reason(row: RunRow, now: datetime, here: str, stale_after_s: float) -> str | None:
+        """Why an active run's worker is gone, or None while it lives (or waits in the queue)."""
+        if row.status == RunStatus.QUEUED and row.queue_position is not None and row.pid is None \
+                and row.heartbeat_at is None:
+            return None  # waiting for a slot in the job queue: no worker yet, nothing to lose
+        local = row.pid is not None and row.host == here
+        gone = local and not pid_alive(row.pid)
+        age = (now - (row.heartbeat_at or row.created_at)).total_seconds()
+        if row.status == RunStatus.QUEUED:
+            stale = age > STARTUP_S and not (local and not gone)
+        else:
+            stale = age > stale_after_s
+        if gone:
+            return f"The worker process (pid {row.pid}) stopped without reporting (killed or crashed)."
+        if stale:
+            return (f"No heartbeat from the worker for {age:.0f} s: it was killed or its machine went away.")
+        return None
+
+    # --- the job queue (engine.jobs starts the workers) --------------------------------------
+    def enqueue(self, run_id: str) -> int:
+        """Put a queued run at the end of the job queue; returns its position."""
+        with self.session() as s:
+            last = s.scalar(select(func.max(RunRow.queue_position))) or 0
+            row = self._get(s, run_id)
+            row.queue_position = last + 1
+            return row.queue_position
+
+    def waiting_runs(self) -> list[Run]:
+        """Runs waiting in the job queue, first to start first."""
+        with self.session() as s:
+            q = (select(RunRow).where(RunRow.status == RunStatus.QUEUED, RunRow.queue_position.is_not(None),
+                                      RunRow.pid.is_(None), RunRow.heartbeat_at.is_(None))
+                 .order_by(RunRow.queue_position, RunRow.created_at))
+            return self._load_runs(s, list(s.scalars(q)))
+
+    def move_in_queue(self, run_id: str, to_index: int) -> None:
+        """Move a waiting run to ``to_index`` (0 = next to start) among the waiting runs."""
+        order = [r.id for r in self.waiting_runs()]
+        if run_id not in order:
+            raise ValueError("Only a run still waiting in the queue can be moved (this one started or ended).")
+        order.remove(run_id)
+        order.insert(max(0, min(int(to_index), len(order))), run_id)
+        with self.session() as s:
+            base = min(r.queue_position for r in s.scalars(select(RunRow).where(RunRow.id.in_(order))))
+            for i, rid in enumerate(order):
+                s.get(RunRow, rid).queue_position = base + i
+
+    def claim_next(self, max_active: int) -> Run | None:
+        """Atomically take the first waiting run when fewer than ``max_active`` runs have a worker
+        (running, or started and not yet running). One UPDATE statement, so two dispatchers on
+        SQLite never take the same run; returns the claimed run (not yet started) or None."""
+        busy = (select(func.count()).select_from(RunRow)
+                .where(RunRow.status.in_(RunStatus.ACTIVE),
+                       or_(RunRow.status == RunStatus.RUNNING, RunRow.pid.is_not(None),
+                           RunRow.heartbeat_at.is_not(None), RunRow.queue_position.is_(None)))
+                .scalar_subquery())
+        first = (select(RunRow.id).where(RunRow.status == RunStatus.QUEUED, RunRow.queue_position.is_not(None),
+                                         RunRow.pid.is_(None), RunRow.heartbeat_at.is_(None),
+                                         RunRow.cancel_requested.is_(False))
+                 .order_by(RunRow.queue_position, RunRow.created_at).limit(1).scalar_subquery())
+        with self.session() as s:
+            got = s.execute(update(RunRow).where(RunRow.id == first, busy < max_active)
+                            .values(heartbeat_at=_now(), host=socket.gethostname())
+                            .returning(RunRow.id)).scalar()
+        return self.get_run(got) if got else None
+
+    # --- resuming a run ----------------------------------------------------------------------
+    def truncate_metrics(self, run_id: str, after_step: int) -> int:
+        """Delete the run's metric rows logged after ``after_step`` (a resumed run logs them again)
+        and rebuild its latest values from what is left. Returns the rows deleted."""
+        with self.session() as s:
+            n = s.execute(delete(MetricRow).where(MetricRow.run_id == run_id, MetricRow.step > after_step)).rowcount
+            s.execute(delete(LatestMetricRow).where(LatestMetricRow.run_id == run_id))
+            last: dict[str, MetricRow] = {}
+            for m in s.scalars(select(MetricRow).where(MetricRow.run_id == run_id)
+                               .order_by(MetricRow.key, MetricRow.step, MetricRow.id)):
+                last[m.key] = m
+            s.add_all(LatestMetricRow(run_id=run_id, key=k, value=m.value, step=m.step, timestamp=m.timestamp)
+                      for k, m in last.items())
+            return n or 0
+
+    def reopen_run(self, run_id: str) -> None:
+        """A failed or cancelled run back to queued (to be resumed): error, end time, worker and
+        cancel flag cleared; its start time, metrics and files stay."""
+        with self.session() as s:
+            row = self._get(s, run_id)
+            if row.status not in (RunStatus.FAILED, RunStatus.CANCELLED):
+                raise ValueError(f"Only a failed or cancelled run can be resumed; this one is {row.status}.")
+            row.status, row.error, row.ended_at = RunStatus.QUEUED, None, None
+            row.pid, row.host, row.heartbeat_at, row.cancel_requested = None, None, None, False
 
     # --- what the user adds to a run, the typed best ---------------------------------------
     def rename_run(self, run_id: str, name: str) -> None:

@@ -40,6 +40,13 @@ class Run:
     labels: tuple[str, ...] = ()  # user tags ("tags" in the UI), sorted
     best_val: float | None = None  # best validation balanced accuracy over the epochs
     best_epoch: int | None = None
+    queue_position: int | None = None  # waiting in the job queue at this place (engine.jobs)
+
+    @property
+    def waiting(self) -> bool:
+        """Queued by engine.jobs and no worker started or claimed yet."""
+        return (self.status == RunStatus.QUEUED and self.queue_position is not None and self.pid is None
+                and self.heartbeat_at is None)
 
     @property
     def duration_s(self) -> float | None:

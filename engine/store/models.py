@@ -63,6 +63,8 @@ class RunRow(Base):
     best_epoch: Mapped[int | None] = mapped_column(Integer, nullable=True)
     model: Mapped[str | None] = mapped_column(String(128), nullable=True, index=True)
     loss: Mapped[str | None] = mapped_column(String(128), nullable=True, index=True)
+    # the job queue (migration 0003): the order of runs waiting for a worker; None = not queued by jobs
+    queue_position: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class ParamRow(Base):
