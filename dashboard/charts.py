@@ -74,14 +74,40 @@ def split_counts(names: Sequence[str], per_split: dict[str, Sequence[int]]) -> g
     return _layout(fig, barmode="group", height=300)
 
 
-def step_loss(steps: Sequence[int], values: Sequence[float]) -> go.Figure:
+def ema(values: Sequence[float | None], weight: float = 0.9) -> list[float | None]:
+    """Exponential moving average with TensorBoard's debiasing (a first point is not pulled to 0);
+    a None (non-finite value) stays a gap and does not enter the average."""
+    out, acc, n = [], 0.0, 0
+    for v in values:
+        if v is None:
+            out.append(None)
+            continue
+        acc, n = weight * acc + (1 - weight) * v, n + 1
+        out.append(acc / (1 - weight ** n))
+    return out
+
+
+def step_loss(steps: Sequence[int], values: Sequence[float | None], *, smooth: float = 0.9) -> go.Figure:
+    """Training loss per logged step: the raw points faint, the smoothed line (EMA) on top."""
     fig = go.Figure()
-    fig.add_scatter(x=list(steps), y=list(values), mode="lines" if len(steps) > 30 else "lines+markers",
-                    name="training loss (per step)",
-                    line=dict(color="#4C78A8"))
+    many = len(steps) > 30
+    fig.add_scatter(x=list(steps), y=list(values), mode="lines" if many else "lines+markers",
+                    name="raw", line=dict(color="#4C78A8", width=1), opacity=0.35 if many and smooth else 1)
+    if many and smooth:
+        fig.add_scatter(x=list(steps), y=ema(values, smooth), mode="lines", name=f"smoothed (EMA {smooth:g})",
+                        line=dict(color="#1f4e79", width=2))
     fig.update_xaxes(title="step")
     fig.update_yaxes(title="loss")
+    fig.update_layout(legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1))
     return _layout(fig, title="Training loss", height=300)
+
+
+def lr_curve(steps: Sequence[int], lrs: Sequence[float | None]) -> go.Figure:
+    fig = go.Figure()
+    fig.add_scatter(x=list(steps), y=list(lrs), mode="lines", name="learning rate", line=dict(color="#9D755D"))
+    fig.update_xaxes(title="step")
+    fig.update_yaxes(title="learning rate", exponentformat="e")
+    return _layout(fig, title="Learning rate (head; the backbone's is scaled by its multiplier)", height=300)
 
 
 def epoch_curves(series: dict[str, tuple[Sequence[float], Sequence[float]]], *, title: str,
@@ -101,7 +127,7 @@ def epoch_curves(series: dict[str, tuple[Sequence[float], Sequence[float]]], *, 
 
 
 def per_class_accuracy(names: Sequence[str], acc: Sequence[float | None], groups: Sequence[str],
-                       train_counts: Sequence[int]) -> go.Figure:
+                       train_counts: Sequence[int], *, split: str = "test") -> go.Figure:
     """Per-class accuracy bars in training-count order (head left, tail right). Every class is on
     the axis, and each bar carries its value as text, so a class at 0% (no bar) still shows '0%'."""
     order = class_order(names, train_counts)
@@ -119,8 +145,8 @@ def per_class_accuracy(names: Sequence[str], acc: Sequence[float | None], groups
                         hovertemplate="%{x}: %{y:.1f}% (%{customdata} training images)<extra></extra>")
     fig.update_xaxes(type="category", categoryorder="array", categoryarray=[str(names[i]) for i in order],
                      tickmode="linear", dtick=1, title="class (sorted by training images)")
-    fig.update_yaxes(title="test accuracy (%)", range=[0, 112], tickvals=[0, 20, 40, 60, 80, 100])
-    return _layout(fig, title="Per-class test accuracy", height=340, uniformtext=dict(minsize=7, mode="show"))
+    fig.update_yaxes(title=f"{split} accuracy (%)", range=[0, 112], tickvals=[0, 20, 40, 60, 80, 100])
+    return _layout(fig, title=f"Per-class {split} accuracy", height=340, uniformtext=dict(minsize=7, mode="show"))
 
 
 def topk_bars(labels: Sequence[str], probs: Sequence[float]) -> go.Figure:

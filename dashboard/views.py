@@ -30,11 +30,17 @@ def history(store: Store, run_id: str) -> dict[str, tuple[list, list, list]]:
     return dict(out)
 
 
-def progress_state(status: str, done: int, total: int | None, elapsed: float) -> tuple[float | None, str]:
+def progress_state(status: str, done: int, total: int | None, elapsed: float, *,
+                   images_per_s: float | None = None, memory_mb: float | None = None,
+                   waiting: int | None = None) -> tuple[float | None, str]:
     """(bar fraction, text) of a run's progress. The fraction is None while there is nothing to
-    measure yet (starting, or preparing data before the first step): no empty 'step 0 / 0' bar."""
+    measure yet (waiting in the queue, starting, or preparing data before the first step): no
+    empty 'step 0 / 0' bar. ``waiting``: the run's place in the job queue (1 = next)."""
     total = total or 0
     frac = min(1.0, done / total) if total else 0.0
+    if status == RunStatus.QUEUED and waiting:
+        return None, (f"🕒 Waiting in the queue: number {waiting} — it starts when a running run ends "
+                      "(how many run at once, and the order: Train → Queue).")
     if status == RunStatus.QUEUED:
         return None, "⏳ Starting the worker process …"
     if status == RunStatus.RUNNING and (not total or done <= 0):
@@ -42,17 +48,24 @@ def progress_state(status: str, done: int, total: int | None, elapsed: float) ->
                       f"Elapsed {duration(elapsed)}.")
     if status == RunStatus.RUNNING and frac < 1:
         eta = elapsed * (1 - frac) / frac
+        extra = (f" · {images_per_s:,.0f} images/s" if images_per_s else "") + \
+                (f" · {memory_mb:,.0f} MB in use" if memory_mb else "")
         return frac, (f"step {done:,} / {total:,} · {frac * 100:.0f}% · elapsed {duration(elapsed)} · "
-                      f"ETA {duration(eta)}")
+                      f"ETA {duration(eta)}{extra}")
     if status == RunStatus.RUNNING:
         return 1.0, f"step {done:,} / {total:,} · evaluating · elapsed {duration(elapsed)}"
     frac = 1.0 if status == RunStatus.FINISHED else frac
     return frac, f"{status_badge(status)} after {duration(elapsed)}"
 
 
-def progress_bar(run: Run, hist: dict) -> None:
+def progress_bar(run: Run, hist: dict, store: Store | None = None) -> None:
     steps = hist.get("train/step_loss", ([], [], []))[0]
-    frac, text = progress_state(run.status, steps[-1] if steps else 0, run.total_steps, run.duration_s or 0.0)
+    place = None
+    if run.waiting and store is not None:
+        place = next((i + 1 for i, r in enumerate(store.waiting_runs()) if r.id == run.id), None)
+    frac, text = progress_state(run.status, steps[-1] if steps else 0, run.total_steps, run.duration_s or 0.0,
+                                images_per_s=run.latest.get("sys/images_per_s"),
+                                memory_mb=run.latest.get("sys/memory_mb"), waiting=place)
     if frac is None:
         st.info(text)
     else:
@@ -71,6 +84,9 @@ def curves(run: Run, hist: dict) -> None:
             st.plotly_chart(charts.step_loss(step[0], step[2]), width="stretch")
         else:
             st.caption("The training-loss curve appears after the first steps.")
+        lr = hist.get("train/lr")
+        if lr and len(lr[0]) > 1:
+            st.plotly_chart(charts.lr_curve(lr[0], lr[2]), width="stretch")
     with c2:
         series = {label: (hist[k][1], hist[k][2]) for label, k in
                   (("train", "train/loss"), ("val", "val/loss")) if k in hist}
@@ -163,11 +179,15 @@ def error_box(run: Run) -> None:
 
 
 def per_class(store: Store, run: Run) -> None:
-    rows = store.class_results(run.id, "test")
+    """Per-class test accuracy; while training (no test figures yet), the latest epoch's per-class
+    validation accuracy, redrawn each epoch, head to tail."""
+    rows, split = store.class_results(run.id, "test"), "test"
+    if not rows:
+        rows, split = store.class_results(run.id, "val_epoch"), "validation"
     if not rows:
         return
     st.plotly_chart(charts.per_class_accuracy([r.class_name for r in rows], [r.accuracy for r in rows],
-                                              [r.group for r in rows], [r.train_count for r in rows]),
+                                              [r.group for r in rows], [r.train_count for r in rows], split=split),
                     width="stretch")
 
 

@@ -55,13 +55,24 @@ if run.status in RunStatus.ACTIVE and actions[2].button("⏹ Cancel run", key="r
     st.toast("Cancel requested.")
 if run.status in RunStatus.ENDED:
     views.delete_control(store, run, actions[2])
+if run.status in (RunStatus.FAILED, RunStatus.CANCELLED) and views.has_checkpoint(run.id) \
+        and actions[3].button("▶ Resume", key="runs.resume", help="Continue from the last finished epoch's "
+                              "checkpoint: model, optimizer, schedule and random state; the curves go on "
+                              "from there (`taillab runs resume ID`)."):
+    from engine.train import ResumeError
+    try:
+        r = jobs.resume(store, run.id)
+        st.session_state["runs.flash"] = f"Resuming {run.name}" + (" (waiting in the queue)." if r.waiting else ".")
+        st.rerun()
+    except (ResumeError, ValueError) as e:
+        st.error(f"**Cannot resume this run:** {e}")
 runs_ui.edit(store, run)
 
 st.caption(views.augment_caption(store, run))
 views.error_box(run)
 hist = views.history(store, run.id)
 if run.status in RunStatus.ACTIVE:
-    views.progress_bar(run, hist)
+    views.progress_bar(run, hist, store)
 views.headline(run, hist)
 views.curves(run, hist)
 views.per_class(store, run)

@@ -229,14 +229,45 @@ def live() -> None:
         if top[1].button("⏹ Cancel", key="train.cancel", width="stretch"):
             jobs.cancel(store, run.id)
             st.toast("Cancelling after the current step ...")
-    views.progress_bar(run, hist)
+    views.progress_bar(run, hist, store)
     views.error_box(run)
     if "val/acc" in run.latest or "test/acc" in run.latest:
         views.headline(run, hist)
     views.curves(run, hist)
+    views.per_class(store, run)  # validation bars each epoch while training, test bars at the end
     if run.status == RunStatus.FINISHED:
-        views.per_class(store, run)
         st.success("Finished. Compare it with other runs on **Runs**, or try it on **Predict**.")
 
 
+@st.fragment(run_every="3s")
+def queue() -> None:
+    """The job queue: how many runs train at once, and the waiting runs in order (move, remove)."""
+    jobs.dispatch(store)  # a slot freed by a killed worker is used without waiting for another launch
+    waiting = store.waiting_runs()
+    active = [r for r in store.list_runs(limit=50) if r.status in RunStatus.ACTIVE and not r.waiting]
+    with st.expander(f"🕒 Queue: {len(active)} training, {len(waiting)} waiting", expanded=bool(waiting)):
+        c1, c2 = st.columns([1, 3])
+        at_once = c1.number_input("Runs at once", 1, 64, jobs.max_concurrent(), key="train.queue.max",
+                                  help="More than one only on a machine with cores (or GPUs) to spare: two runs "
+                                       "on two cores each train at about half speed.")
+        if at_once != jobs.max_concurrent():
+            jobs.set_max_concurrent(int(at_once))
+            jobs.dispatch(store)
+        c2.caption("Training: " + (", ".join(f"**{r.name}**" for r in active) or "nothing") + ". "
+                   "Press **Train** again to queue another run; it starts when a slot is free.")
+        for i, r in enumerate(waiting):
+            a, b, c, d = st.columns([6, 1, 1, 1], vertical_alignment="center")
+            a.markdown(f"{i + 1}. **{r.name}** · `{r.id[:8]}`")
+            if b.button("↑", key=f"train.queue.up.{r.id}", disabled=i == 0, help="Start earlier"):
+                store.move_in_queue(r.id, i - 1)
+                st.rerun(scope="fragment")
+            if c.button("↓", key=f"train.queue.down.{r.id}", disabled=i == len(waiting) - 1, help="Start later"):
+                store.move_in_queue(r.id, i + 1)
+                st.rerun(scope="fragment")
+            if d.button("✖", key=f"train.queue.rm.{r.id}", help="Remove from the queue (the run is cancelled)"):
+                jobs.cancel(store, r.id)
+                st.rerun(scope="fragment")
+
+
+queue()
 live()
