@@ -117,3 +117,25 @@ def aux_report(task: str, class_names: list[str], logits: np.ndarray, targets: n
     correct = np.bincount(targets[preds == targets], minlength=k)
     s = aux_summary(logits, targets) if len(targets) else {"aux_acc": math.nan, "aux_bal_acc": math.nan}
     return AuxReport(task, list(class_names), support.tolist(), correct.tolist(), s["aux_acc"], s["aux_bal_acc"])
+
+
+# --- the store: what the worker records for the dashboard -----------------------------------------
+
+AUX_SPLIT = "test_aux"  # class-results split holding the second head's per-value test results
+AUX_TAG = "aux_task"  # run tag: the second label's task name
+
+
+def log_aux_results(store, run_id: str, state, result) -> None:
+    """Record a finished multi-task fit's second head in the store: its task name (tag
+    ``aux_task``) and its per-value test results (class results of split ``test_aux``; training
+    counts are the second label's). The metrics ``test/aux_acc`` / ``test/aux_bal_acc`` come
+    with the other test metrics. Nothing for a single-task fit."""
+    rep = result.aux
+    if rep is None:
+        return
+    d = state.data
+    train_counts = np.bincount(d.splits["train"].aux_labels, minlength=len(rep.class_names)).tolist()
+    store.set_tags(run_id, {AUX_TAG: rep.task})
+    store.log_class_results(run_id, AUX_SPLIT, class_names=rep.class_names, train_counts=train_counts,
+                            support=rep.support, correct=rep.correct,
+                            many_threshold=d.config.many_threshold, few_threshold=d.config.few_threshold)

@@ -283,3 +283,109 @@ def test_mixup_with_a_second_label_is_refused(digits, workspace):
                       augment={"mixup_alpha": 0.2})
     with pytest.raises(ConfigError, match="MixUp / CutMix mix the images but not the second label"):
         fit(cfg)
+
+
+def test_resume_restores_the_second_head(digits, workspace):
+    """3 epochs straight against 2 epochs cut after the second (last.pt holds epoch 1) and resumed:
+    the same main and second-head metrics and weights, so the head and its optimizer state resume."""
+    from engine.train import CancelFit, Callback, fit
+
+    root, rows = digits
+    csv = write_csv(root / "resume.csv", rows[::2])
+    cfg = TrainConfig(data=DataConfig(source=csv), model="compact_cnn", loss="ce", epochs=3, batch_size=32,
+                      deterministic=True, scheduler="cosine", seed=1)
+
+    class Record(Callback):
+        def __init__(self):
+            self.epochs = []
+
+        def on_epoch_end(self, state, metrics):
+            self.epochs.append((state.epoch, dict(metrics),
+                                {k: v.clone() for k, v in state.aux.state_dict().items()}))
+
+    class CancelAfter2(Callback):
+        def on_epoch_end(self, state, metrics):
+            if state.epoch == 1:
+                raise CancelFit()
+
+    straight = Record()
+    fit(cfg, [straight], checkpoint_dir=workspace / "a")
+    with pytest.raises(CancelFit):
+        fit(cfg, [CancelAfter2()], checkpoint_dir=workspace / "b")
+    resumed = Record()
+    fit(cfg, [resumed], checkpoint_dir=workspace / "b", resume=True)
+    assert [e for e, *_ in resumed.epochs] == [1, 2]
+    for (_, m_a, w_a), (_, m_b, w_b) in zip(straight.epochs[1:], resumed.epochs):
+        assert "val/aux_acc" in m_b
+        assert m_a == pytest.approx(m_b, rel=1e-5, abs=1e-6, nan_ok=True)
+        for k in w_a:
+            assert torch.allclose(w_a[k], w_b[k], atol=1e-5), k
+
+
+# --- the dashboard: the second head's figures of a finished run -----------------------------------
+
+UI_SCRIPT = """
+import sys
+sys.path.insert(0, {root!r})
+from dashboard.multitask_ui import aux_results
+from engine.store import open_store
+store = open_store()
+shown = aux_results(store, store.get_run({run_id!r}))
+import streamlit as st
+st.caption(f"shown={{shown}}")
+"""
+
+
+def ui(tmp_path, run_id):
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    script = tmp_path / f"ui_{run_id[:8]}.py"
+    script.write_text(UI_SCRIPT.format(root=str(Path(__file__).resolve().parent.parent), run_id=run_id))
+    at = AppTest.from_file(str(script), default_timeout=30).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_aux_results_shows_the_second_head(store, tmp_path):
+    from engine.multitask import AUX_SPLIT, AUX_TAG
+
+    run = store.create_run({"model": "compact_cnn"}, name="mt")
+    store.mark_running(run.id)
+    store.log_metrics(run.id, {"val/aux_acc": 0.8, "val/aux_bal_acc": 0.75}, step=10, epoch=1)
+    store.log_metrics(run.id, {"test/acc": 0.9, "test/aux_acc": 0.84, "test/aux_bal_acc": 0.8125}, step=10)
+    store.set_tags(run.id, {AUX_TAG: "parity"})
+    store.log_class_results(run.id, AUX_SPLIT, class_names=["even", "odd"], train_counts=[120, 30],
+                            support=[50, 50], correct=[48, 33], many_threshold=100, few_threshold=20)
+    store.end_run(run.id, "finished")
+    at = ui(tmp_path, run.id)
+    assert "Second head: parity" in at.markdown[0].value
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics == {"Test accuracy": "84.0%", "Test balanced accuracy": "81.2%",
+                       "Validation balanced accuracy": "75.0%"}
+    table = at.dataframe[0].value
+    assert table["value"].tolist() == ["even", "odd"]
+    assert table["recall"].tolist() == pytest.approx([96.0, 66.0])  # 48 / 50, 33 / 50
+    assert any("Weakest value: **odd**, 66.0% of its 50 test images (30 training images)" in c.value
+               for c in at.caption)
+
+    plain = store.create_run({"model": "compact_cnn"}, name="single")
+    store.log_metrics(plain.id, {"test/acc": 0.9}, step=1)
+    store.end_run(plain.id, "finished")
+    at = ui(tmp_path, plain.id)
+    assert not at.metric and not at.dataframe and at.caption[-1].value == "shown=False"
+
+
+def test_worker_records_the_task_and_per_value_results(trained, store):
+    """engine.multitask.log_aux_results (what the worker calls at the end) on a real fit."""
+    from engine.multitask import AUX_SPLIT, AUX_TAG, log_aux_results
+
+    res, _ = trained
+    run = store.create_run({"model": "compact_cnn"}, name="mt")
+    log_aux_results(store, run.id, res.state, res)
+    assert store.get_run(run.id).tags[AUX_TAG] == "parity"
+    rows = store.class_results(run.id, AUX_SPLIT)
+    assert [r.class_name for r in rows] == ["even", "odd"]
+    assert [r.train_count for r in rows] == [120, 120] and [r.support for r in rows] == [50, 50]
+    assert [r.correct for r in rows] == res.aux.correct
