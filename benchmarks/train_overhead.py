@@ -19,9 +19,9 @@ import torch
 from torch import nn
 
 from engine.config import DataConfig, TrainConfig, to_dict
-from engine.data.datasets import ImageDataset, prepare_data
+from engine.data.datasets import ImageDataset
 from engine.models import create_model
-from engine.train import Callback, build_optimizer, fit, make_loader, seed_everything
+from engine.train import Callback, build_optimizer, fit, make_loader, resolve_for_data, seed_everything
 from engine.transforms import eval_transform
 
 
@@ -76,7 +76,7 @@ def main() -> None:
     cfg = TrainConfig(data=DataConfig(n_max=args.n_max, val_per_class=10, test_per_class=10),
                       epochs=1, batch_size=args.batch_size, lr=0.05, scheduler="constant",
                       threads=threads)
-    data = prepare_data(cfg.data)
+    cfg, data, _ = resolve_for_data(cfg, None)  # the automatic settings, as a new user gets them
     steps = -(-len(data.splits["train"]) // cfg.batch_size)
     torch.set_num_threads(threads)
     run_bare(cfg, data)  # warm-up (allocator, kernels)
