@@ -389,3 +389,34 @@ def test_worker_records_the_task_and_per_value_results(trained, store):
     assert [r.class_name for r in rows] == ["even", "odd"]
     assert [r.train_count for r in rows] == [120, 120] and [r.support for r in rows] == [50, 50]
     assert [r.correct for r in rows] == res.aux.correct
+
+
+@pytest.mark.parametrize("name", ["compact_cnn", "resnet20", "resnet18", "mobilenet_v3_small",
+                                  "efficientnet_b0", "convnext_tiny", "vit_b_16"])
+def test_second_head_fits_every_kind_of_model(name):
+    """The head finds the classifier's features on each family (fc, classifier[-1], heads.head),
+    and the summed loss sends gradients into both heads and the shared stem."""
+    from torch import nn
+
+    from engine.models import MODELS, classifier, create_model
+    from engine.multitask import AuxHead, MultiTaskLoss
+
+    torch.manual_seed(0)
+    info = MODELS[name]
+    side = max(info.min_input, 32 if info.multiple_of > 1 else 28)
+    model = create_model(name, num_classes=5, in_channels=3, input_size=side)
+    aux = AuxHead(model, 3)
+    x, y, a = torch.randn(2, 3, side, side), torch.tensor([0, 4]), torch.tensor([2, 1])
+    logits = model(x)
+    assert logits.shape == (2, 5) and aux.logits.shape == (2, 3)
+    loss = MultiTaskLoss(nn.CrossEntropyLoss(), aux, 0.5)(logits, y, aux_targets=a)
+    expected = nn.functional.cross_entropy(logits, y) + 0.5 * nn.functional.cross_entropy(aux.logits, a)
+    assert float(loss) == pytest.approx(float(expected))
+    loss.backward()
+    assert aux.fc.weight.grad.abs().sum() > 0 and classifier(model).weight.grad.abs().sum() > 0
+    stem = next(p for p in model.parameters() if p.dim() == 4)
+    assert stem.grad.abs().sum() > 0
+    aux.detach_hook()
+    aux.logits = None
+    model(x)
+    assert aux.logits is None  # detached: the model runs single-task again
