@@ -55,13 +55,16 @@ def training_now() -> None:
     launched by the Train page (which then only reruns its live fragment) would never show."""
     from engine.store import RunStatus  # the store's first import: after the page (see below)
 
-    active = [r for r in state.store().list_runs(limit=50) if r.status in RunStatus.ACTIVE]
+    runs = [r for r in state.store().list_runs(limit=50) if r.status in RunStatus.ACTIVE]
+    active, waiting = [r for r in runs if not r.waiting], [r for r in runs if r.waiting]
     if active:
         st.markdown("**Training now**")
         for r in active[:3]:
             st.caption(f"{status_badge(r.status)} {r.name}")
         if len(active) > 3:
             st.caption(f"… and {len(active) - 3} more on **Runs**")
+    if waiting:
+        st.caption(f"🕒 {len(waiting)} waiting in the queue (**Train** → Queue)")
 
 
 with st.sidebar:

@@ -192,7 +192,7 @@ def table(runs: list[Run]):
         m = {label: pct(_num(r.latest.get(key))) for label, key in METRICS.items()}
         rows.append({
             "name": ("⭐ " if r.starred else "") + ("↳ " if r.parent_run_id else "") + r.name,
-            "status": status_badge(r.status),
+            "status": "🕒 waiting" if r.waiting else status_badge(r.status),
             "test acc": m["test acc"], "test bal. acc": m["test bal. acc"], "test tail acc": m["test tail acc"],
             "best val bal. acc": pct(_num(r.best_val)),
             "test head acc": m["test head acc"], "test medium acc": m["test medium acc"],
