@@ -11,7 +11,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from dashboard import state
-from dashboard.charts import GROUP_COLORS, GROUP_LABELS, _layout
+from dashboard.charts import GROUP_LABELS, _layout
 from engine.evaluate import GROUPS, ClassReport, class_report, reliability
 from engine.store import Run, Store
 

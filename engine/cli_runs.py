@@ -50,7 +50,7 @@ def _cell(label: str, v: float | None) -> str:
 
 def format_comparison(c) -> str:
     """The metrics table (runs as rows, the best of each column marked *) and the settings diff."""
-    from engine.compare import FINAL_METRICS, LOWER_IS_BETTER
+    from engine.compare import FINAL_METRICS
     labels = list(FINAL_METRICS)
     names = [r.label + (" (baseline)" if r.id == c.baseline else "") for r in c.runs]
     groups = [(c.groups[gi].label, stats) for gi, stats in c.group_metrics.items()]
