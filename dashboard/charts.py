@@ -74,19 +74,6 @@ def split_counts(names: Sequence[str], per_split: dict[str, Sequence[int]]) -> g
     return _layout(fig, barmode="group", height=300)
 
 
-def ema(values: Sequence[float | None], weight: float = 0.9) -> list[float | None]:
-    """Exponential moving average with TensorBoard's debiasing (a first point is not pulled to 0);
-    a None (non-finite value) stays a gap and does not enter the average."""
-    out, acc, n = [], 0.0, 0
-    for v in values:
-        if v is None:
-            out.append(None)
-            continue
-        acc, n = weight * acc + (1 - weight) * v, n + 1
-        out.append(acc / (1 - weight ** n))
-    return out
-
-
 def step_loss(steps: Sequence[int], values: Sequence[float | None], *, smooth: float = 0.9) -> go.Figure:
     """Training loss per logged step: the raw points faint, the smoothed line (EMA) on top."""
     fig = go.Figure()
@@ -94,6 +81,7 @@ def step_loss(steps: Sequence[int], values: Sequence[float | None], *, smooth: f
     fig.add_scatter(x=list(steps), y=list(values), mode="lines" if many else "lines+markers",
                     name="raw", line=dict(color="#4C78A8", width=1), opacity=0.35 if many and smooth else 1)
     if many and smooth:
+        from engine.compare import ema  # one EMA for the live view and the Compare page
         fig.add_scatter(x=list(steps), y=ema(values, smooth), mode="lines", name=f"smoothed (EMA {smooth:g})",
                         line=dict(color="#1f4e79", width=2))
     fig.update_xaxes(title="step")

@@ -15,6 +15,7 @@ import streamlit as st
 
 from dashboard import posthoc_ui, state
 from dashboard.ui import duration, pct, status_badge, when
+from engine.compare import finite
 from engine.store import Run, RunPage, RunQuery, Store
 
 PAGE_SIZE = 50
@@ -42,17 +43,6 @@ VIEW = {"runs.sort": "created", "runs.desc": True}
 # Streamlit forgets a widget's value when a page without it runs: a plain copy brings the filters
 # and the sort back when the user returns to Runs.
 KEPT = "runs.kept"
-
-
-def _num(v: Any) -> float | None:
-    """A finite float, or None (missing, NaN, +-Inf)."""
-    if v is None or isinstance(v, bool):
-        return None
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
 
 
 # --- filters, sort, page ------------------------------------------------------------------------
@@ -189,12 +179,12 @@ def table(runs: list[Run]):
     import pandas as pd
     rows = []
     for r in runs:
-        m = {label: pct(_num(r.latest.get(key))) for label, key in METRICS.items()}
+        m = {label: pct(finite(r.latest.get(key))) for label, key in METRICS.items()}
         rows.append({
             "name": ("⭐ " if r.starred else "") + ("↳ " if r.parent_run_id else "") + r.name,
             "status": "🕒 waiting" if r.waiting else status_badge(r.status),
             "test acc": m["test acc"], "test bal. acc": m["test bal. acc"], "test tail acc": m["test tail acc"],
-            "best val bal. acc": pct(_num(r.best_val)),
+            "best val bal. acc": pct(finite(r.best_val)),
             "test head acc": m["test head acc"], "test medium acc": m["test medium acc"],
             "test macro-F1": m["test macro-F1"], "test ECE": m["test ECE"],
             "tags": ", ".join(r.labels), "kind": r.kind,
@@ -496,9 +486,9 @@ def export_records(runs: list[Run]) -> list[dict]:
     return [{
         "id": r.id, "name": r.name, "kind": r.kind, "status": r.status, "parent_run_id": r.parent_run_id,
         "dataset_version_id": r.dataset_version_id, "created_at": r.created_at.isoformat(),
-        "duration_s": _num(r.duration_s) if r.ended_at else None, "starred": r.starred,
-        "tags": list(r.labels), "notes": r.notes, "best_val_bal_acc": _num(r.best_val),
-        "metrics": {k: _num(r.latest.get(k)) for k in keys},
+        "duration_s": finite(r.duration_s) if r.ended_at else None, "starred": r.starred,
+        "tags": list(r.labels), "notes": r.notes, "best_val_bal_acc": finite(r.best_val),
+        "metrics": {k: finite(r.latest.get(k)) for k in keys},
         "settings": _clean(flat_settings(r.config)),
     } for r in runs]
 
