@@ -237,7 +237,7 @@ def load(ref: tuple[str, str], *, rescan: bool = False) -> tuple[tuple, ScanResu
 
     scan = scan_listing(listing, progress=progress)
     bar.empty()
-    cache[key] = (scan, base if base is not None else manifest_from_scan(scan))
+    cache[key] = (scan, base if base is not None else manifest_from_scan(scan, listing=listing))
     while len(cache) > 4:
         cache.popitem(last=False)
     return (key, *cache[key])

@@ -87,8 +87,13 @@ def _load_base(ref: str, args):
         return load_manifest(p), None
     if not p.exists() and len(ref) >= 8 and all(c in "0123456789abcdef" for c in ref.lower()):
         return load_manifest(ref), None
-    scan = _scan(ref, args)
-    return manifest_from_scan(scan), scan
+    from engine.data.scan import scan_listing
+    from engine.data.sources import list_source
+
+    listing = list_source(ref, check_root=False)  # keeps a CSV's second label column
+    scan = scan_listing(listing, progress=_progress(not args.json and sys.stderr.isatty()),
+                        workers=args.workers, use_cache=not args.no_cache)
+    return manifest_from_scan(scan, listing=listing), scan
 
 
 def cmd_split(args) -> int:

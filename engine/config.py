@@ -142,6 +142,9 @@ class TrainConfig:
     distil_from: str | None = None
     kd_temperature: float = 4.0  # distillation temperature T
     kd_alpha: float = 0.5  # weight of the distillation term (1 = teacher only, 0 = labels only)
+    # multi-task: weight of the second head's cross-entropy in the summed loss (a CSV manifest with
+    # a second label column, docs/multitask.md)
+    aux_loss_weight: float = 0.5
 
     def __post_init__(self) -> None:
         from engine.models import MODELS  # local: models imports torch
@@ -220,6 +223,7 @@ class TrainConfig:
                               f"got {self.backbone_lr_mult!r}.")
         if self.weights_file is not None and (not isinstance(self.weights_file, str) or not self.weights_file.strip()):
             raise ConfigError(f"weights_file must be a path to a .pth or .safetensors file, got {self.weights_file!r}.")
+        _positive("aux_loss_weight", self.aux_loss_weight, allow_zero=True)
         if self.channels_last is not None and not isinstance(self.channels_last, bool):
             raise ConfigError(f"channels_last must be true, false or empty (auto), got {self.channels_last!r}.")
 

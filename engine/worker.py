@@ -87,6 +87,9 @@ class StoreLogger(Callback):
                 self.run_id, split, class_names=d.class_names, train_counts=d.counts("train"),
                 support=support, correct=correct, many_threshold=d.config.many_threshold,
                 few_threshold=d.config.few_threshold)
+        if result.aux is not None:  # multi-task: task name (tag aux_task) and per-value test results (split test_aux)
+            from engine.multitask import log_aux_results
+            log_aux_results(self.store, self.run_id, state, result)
 
 
 def memory_mb() -> float:

@@ -4,7 +4,7 @@ import json
 
 import streamlit as st
 
-from dashboard import eval_ui, posthoc_ui, runs_ui, state, views
+from dashboard import eval_ui, multitask_ui, posthoc_ui, runs_ui, state, views
 from dashboard.ui import duration, guard, status_badge, when
 from engine import jobs
 from engine.store import RunQuery, RunStatus
@@ -77,6 +77,7 @@ views.headline(run, hist)
 views.curves(run, hist)
 views.per_class(store, run)
 eval_ui.evaluation(store, run)
+multitask_ui.aux_results(store, run)
 posthoc_ui.methods(store, run)
 posthoc_ui.comparison(store, run)
 
