@@ -485,7 +485,7 @@ def load_weights_file(model: nn.Module, path: str | Path) -> WeightsReport:
         str(path), tuple(loaded),
         tuple(k for k in own if k in file and file[k].shape != own[k].shape),
         tuple(k for k in own if k not in file), tuple(k for k in file if k not in own))
-    if not any(own[k].is_floating_point() for k in loaded):
+    if not any(own[k].dim() >= 2 for k in loaded):  # a bias or a counter alone is chance, not a fit
         raise ValueError(f"No weight of {Path(path).name} fits this model (none of its tensor names and "
                          f"shapes match): is it a file for another architecture? {report.summary()}.")
     model.load_state_dict({k: file[k] for k in loaded}, strict=False)
