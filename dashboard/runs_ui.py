@@ -16,6 +16,7 @@ import streamlit as st
 from dashboard import posthoc_ui, state
 from dashboard.ui import duration, pct, status_badge, when
 from engine.compare import finite
+from engine.store.api import flatten
 from engine.store import Run, RunPage, RunQuery, Store
 
 PAGE_SIZE = 50
@@ -452,18 +453,6 @@ def clone_banner(cfg) -> None:
 
 # --- export ------------------------------------------------------------------------------------
 
-def flat_settings(d: Mapping, prefix: str = "") -> dict[str, Any]:
-    """A nested config as {"data.source": ..., "lr": ...}; lists stay lists."""
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, Mapping) and v:
-            out.update(flat_settings(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
 def _metric_keys(runs: list[Run]) -> list[str]:
     first = list(METRICS.values())
     rest = sorted({k for r in runs for k in r.latest if k.startswith("test/") and k not in first})
@@ -489,7 +478,7 @@ def export_records(runs: list[Run]) -> list[dict]:
         "duration_s": finite(r.duration_s) if r.ended_at else None, "starred": r.starred,
         "tags": list(r.labels), "notes": r.notes, "best_val_bal_acc": finite(r.best_val),
         "metrics": {k: finite(r.latest.get(k)) for k in keys},
-        "settings": _clean(flat_settings(r.config)),
+        "settings": _clean(flatten(r.config, encode=False)),
     } for r in runs]
 
 

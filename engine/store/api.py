@@ -94,14 +94,16 @@ def _group(count: int, many: int, few: int) -> str:
     return "many" if count > many else ("few" if count < few else "medium")
 
 
-def flatten(d: Mapping, prefix: str = "") -> dict[str, str]:
-    out: dict[str, str] = {}
+def flatten(d: Mapping, prefix: str = "", *, encode: bool = True) -> dict:
+    """A nested config as {"data.source": ..., "lr": ...}. ``encode``: values as strings (JSON
+    for non-strings), as the params table stores them; else the values as they are."""
+    out: dict = {}
     for k, v in d.items():
         key = f"{prefix}{k}"
         if isinstance(v, Mapping) and v:
-            out.update(flatten(v, key + "."))
+            out.update(flatten(v, key + ".", encode=encode))
         else:
-            out[key] = json.dumps(v) if not isinstance(v, str) else v
+            out[key] = json.dumps(v) if encode and not isinstance(v, str) else v
     return out
 
 
